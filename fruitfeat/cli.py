@@ -1,0 +1,91 @@
+"""Command line: ``fruitfeat run|weights|sample-data`` (``jobs/run_pipeline.py`` is ``fruitfeat run``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from fruitfeat.config import ConfigError, load_config
+from fruitfeat.images import InputError
+from fruitfeat.model import WeightsError
+from fruitfeat.pca import PCAInputError
+
+#: Problems with the user's input or setup: reported in one line, without a traceback.
+USER_ERRORS = (InputError, WeightsError, PCAInputError)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    logging.getLogger("fruitfeat").setLevel(logging.INFO)
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fruitfeat run", description="Featurize fruit photos with MobileNetV2, reduce with PCA, write Parquet."
+    )
+    parser.add_argument("--config", required=True, help="YAML file, e.g. conf/local.yaml")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set pca.k=20 (repeatable)",
+    )
+    return parser
+
+
+def run_main(argv: list[str] | None = None) -> int:
+    args = run_parser().parse_args(argv)
+    _configure_logging()
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"fruitfeat: {exc}", file=sys.stderr)
+        return 2
+    from fruitfeat.pipeline import run_pipeline  # after validation: Spark and TF import slowly
+
+    try:
+        result = run_pipeline(config)
+    except USER_ERRORS as exc:
+        print(f"fruitfeat: error: {exc}", file=sys.stderr)
+        return 1
+    counts = result.manifest["counts"]
+    pca = result.manifest["pca"]
+    print(
+        f"fruitfeat: published run {result.run_id}\n"
+        f"  features : {result.features_path}  ({counts['featurized']} rows, k={pca['k']}, "
+        f"{pca['explained_variance_total']:.1%} of variance)\n"
+        f"  quarantined: {counts['quarantined']} of {counts['listed']} listed\n"
+        f"  manifest : {result.run_path}/manifest.json\n"
+        f"  weights  : {result.manifest['weights'].get('source')}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"run": run_main, "weights": _weights_main, "sample-data": _sample_data_main}
+    if not argv or argv[0] not in commands:
+        print(f"usage: fruitfeat {{{','.join(commands)}}} ...  (fruitfeat COMMAND --help)", file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:])
+
+
+def _weights_main(argv: list[str]) -> int:
+    from fruitfeat.weights import main as weights_main
+
+    return weights_main(argv)
+
+
+def _sample_data_main(argv: list[str]) -> int:
+    from fruitfeat.sample_data import main as sample_main
+
+    return sample_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,215 @@
+"""Typed job configuration, loaded from YAML and validated before Spark starts.
+
+A bad file or value must fail in milliseconds with the file, the field and the reason, not twenty
+minutes into a cluster run; so every knob the job reads is declared here, and unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+#: URI schemes Spark can read here: local disk, EMRFS on EMR (s3), the Hadoop S3A client elsewhere.
+REMOTE_SCHEMES = ("s3", "s3a")
+WEIGHTS_KEYWORDS = ("imagenet", "random")
+FEATURE_DIM = 1280  # MobileNetV2 (alpha 1.0) after global average pooling
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the person who wrote the file."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def is_remote(uri: str) -> bool:
+    return urlparse(uri).scheme in REMOTE_SCHEMES
+
+
+def normalize_location(value: str) -> str:
+    """Local paths become absolute ``file://`` URIs so Spark, the manifest and logs agree on them."""
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    scheme = urlparse(value).scheme
+    if scheme in REMOTE_SCHEMES:
+        if not urlparse(value).netloc:
+            raise ValueError(f"{value!r} has no bucket name")
+        return value.rstrip("/")
+    if scheme == "file":
+        return "file://" + str(Path(urlparse(value).path).resolve())
+    if scheme and len(scheme) > 1:  # a one-letter "scheme" is a Windows drive
+        raise ValueError(f"unsupported scheme {scheme!r}: use a local path, s3:// (EMR) or s3a://")
+    return Path(value).expanduser().resolve().as_uri()
+
+
+def local_path(uri: str) -> Path | None:
+    """The filesystem path of a ``file://`` URI, or None for object-store URIs."""
+    parsed = urlparse(uri)
+    return Path(parsed.path) if parsed.scheme == "file" else None
+
+
+class InputConfig(_Section):
+    path: str = Field(description="Root of a Fruits-360 style tree: <split>/<Class>/<image>")
+    extensions: tuple[str, ...] = Field(default=("jpg", "jpeg", "png"), min_length=1)
+
+    @field_validator("path")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        return normalize_location(value)
+
+    @field_validator("extensions")
+    @classmethod
+    def _extensions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(sorted({e.lower().lstrip(".") for e in value}))
+        bad = [e for e in cleaned if not e.isalnum()]
+        if bad:
+            raise ValueError(f"extensions must be alphanumeric, got {bad}")
+        return cleaned
+
+
+class OutputConfig(_Section):
+    path: str = Field(description="Runs are written to <path>/runs/<run_id>/, published by <path>/_LATEST")
+    keep_raw_features: bool = Field(
+        default=False, description="Keep the 1280-d features of the run (raw_features/) next to the PCA output"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        return normalize_location(value)
+
+
+class ModelConfig(_Section):
+    weights: str = Field(
+        default="imagenet",
+        description="'imagenet' (Keras download), 'random' (tests only) or a path/URI to a .weights.h5 file",
+    )
+    seed: int = Field(default=0, description="Seed of the 'random' weights")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: str) -> str:
+        if value in WEIGHTS_KEYWORDS:
+            return value
+        location = normalize_location(value)
+        if not location.endswith(".weights.h5"):
+            raise ValueError(
+                f"{value!r} is neither 'imagenet', 'random' nor a Keras weights file ending in .weights.h5"
+            )
+        return location
+
+
+class FeaturizeConfig(_Section):
+    image_size: int = Field(default=224, ge=32, le=1024, description="Side of the square network input")
+    batch_size: int = Field(default=64, ge=1, le=4096, description="Images per inference call")
+    arrow_batch_size: int = Field(
+        default=64, ge=1, le=100_000, description="Rows per Arrow batch sent to a Python worker"
+    )
+    intra_op_threads: int = Field(
+        default=1, ge=0, le=256, description="TensorFlow threads per Python worker (0: TensorFlow decides)"
+    )
+
+
+class PCAConfig(_Section):
+    k: int = Field(default=50, ge=1, le=FEATURE_DIM, description="Number of principal components kept")
+
+
+class SparkConfig(_Section):
+    master: str | None = Field(default=None, description="None: whatever spark-submit was given")
+    app_name: str = "fruitfeat"
+    files_open_cost_bytes: int = Field(
+        default=65_536,
+        ge=1,
+        description="spark.sql.files.openCostInBytes; the 4 MiB default packs ~32 small images per task",
+    )
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings, applied verbatim")
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        return value
+
+
+class JobConfig(_Section):
+    profile: Literal["local", "emr"] = Field(default="local", description="'emr' turns on the cluster guards")
+    input: InputConfig
+    output: OutputConfig
+    model: ModelConfig = ModelConfig()
+    featurize: FeaturizeConfig = FeaturizeConfig()
+    pca: PCAConfig = PCAConfig()
+    spark: SparkConfig = SparkConfig()
+
+    @model_validator(mode="after")
+    def _profile_guards(self) -> JobConfig:
+        if self.profile == "emr":
+            if self.model.weights == "random":
+                raise ValueError("model.weights 'random' is for tests; the emr profile needs real weights")
+            for name, location in (("input.path", self.input.path), ("output.path", self.output.path)):
+                if not is_remote(location):
+                    raise ValueError(f"{name} must be an s3:// URI in the emr profile, got {location!r}")
+        return self
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` strings; values are parsed as YAML scalars so '8' is an int."""
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {key!r} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in error.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown key (check the spelling; see README 'Configuration')"
+        lines.append(f"  {field}: {reason}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> JobConfig:
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
+    """Read a YAML file, apply ``--set`` overrides, validate the result as one unit."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    source = str(path) + (f" (with --set {' '.join(overrides)})" if overrides else "")
+    return config_from_dict(apply_overrides(data, list(overrides or [])), source)

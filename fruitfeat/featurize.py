@@ -1,0 +1,117 @@
+"""Featurization: image bytes -> 1280-d MobileNetV2 features, inside an iterator Arrow pandas UDF.
+
+The iterator form lets each task fetch the broadcast model once and stream Arrow batches through
+it; images that cannot be decoded come out as rows with a reason instead of failing the task.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark import AccumulatorParam
+from pyspark.accumulators import Accumulator
+from pyspark.broadcast import Broadcast
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from fruitfeat.decode import ImageDecodeError, decode_image
+from fruitfeat.model import WeightsPayload, inference_from_payload
+
+RESULT_TYPE = T.StructType(
+    [
+        T.StructField("features", T.ArrayType(T.FloatType(), containsNull=False)),
+        T.StructField("error_reason", T.StringType()),
+        T.StructField("error_message", T.StringType()),
+    ]
+)
+
+
+class _ListParam(AccumulatorParam):
+    """Collects small records from the workers (which processes built a model)."""
+
+    def zero(self, value: list) -> list:
+        return []
+
+    def addInPlace(self, value1: list, value2: list) -> list:
+        return value1 + value2
+
+
+def model_build_log(spark_context) -> Accumulator:
+    return spark_context.accumulator([], _ListParam())
+
+
+def featurize_batch(
+    contents: pd.Series, infer: Callable[[np.ndarray], np.ndarray], image_size: int, batch_size: int
+) -> pd.DataFrame:
+    """One Arrow batch: decode every image, run the good ones through the network in chunks."""
+    n = len(contents)
+    features: list[np.ndarray | None] = [None] * n
+    reasons: list[str | None] = [None] * n
+    messages: list[str | None] = [None] * n
+    decoded: list[np.ndarray] = []
+    positions: list[int] = []
+    for i, data in enumerate(contents):
+        try:
+            decoded.append(decode_image(data, image_size))
+            positions.append(i)
+        except ImageDecodeError as exc:
+            reasons[i], messages[i] = exc.reason, exc.message
+        except Exception as exc:  # one bad image must never fail the task
+            reasons[i], messages[i] = "decode_failed", f"{type(exc).__name__}: {exc}"
+    for start in range(0, len(decoded), batch_size):
+        out = infer(np.stack(decoded[start : start + batch_size]))
+        for j, row in enumerate(out):
+            features[positions[start + j]] = row
+    return pd.DataFrame({"features": features, "error_reason": reasons, "error_message": messages})
+
+
+def make_featurize_udf(
+    weights: Broadcast, batch_size: int, intra_op_threads: int, build_log: Accumulator | None = None
+):
+    """The pandas UDF ``content -> struct<features, error_reason, error_message>``."""
+
+    def featurize(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        payload: WeightsPayload = weights.value
+        infer, built = inference_from_payload(payload, intra_op_threads)
+        if built and build_log is not None:
+            build_log.add([f"{socket.gethostname()}:{os.getpid()}"])
+        for contents in batches:
+            yield featurize_batch(contents, infer, payload.image_size, batch_size)
+
+    return F.pandas_udf(featurize, RESULT_TYPE)
+
+
+def featurize_images(
+    images: DataFrame,
+    weights: Broadcast,
+    batch_size: int = 64,
+    intra_op_threads: int = 1,
+    build_log: Accumulator | None = None,
+) -> DataFrame:
+    """``path, label, split, content`` -> ``path, label, split, size, features, error_reason, error_message``.
+
+    ``features`` is null exactly when ``error_reason`` says why the image was not featurized.
+    """
+    featurize = make_featurize_udf(weights, batch_size, intra_op_threads, build_log)
+    return images.select(
+        "path",
+        "label",
+        "split",
+        F.length("content").alias("size"),
+        featurize("content").alias("_result"),
+    ).select("path", "label", "split", "size", "_result.*")
+
+
+def featurized_rows(df: DataFrame) -> DataFrame:
+    return df.where(F.col("error_reason").isNull()).select("path", "label", "split", "features")
+
+
+def quarantined_rows(df: DataFrame) -> DataFrame:
+    return df.where(F.col("error_reason").isNotNull()).select(
+        "path", "label", "split", F.col("error_reason").alias("reason"), F.col("error_message").alias("message"), "size"
+    )

@@ -1,0 +1,197 @@
+"""MobileNetV2 backbone: built once on the driver, shipped to executors as a broadcast of its weights.
+
+The driver resolves the weights source (ImageNet download, a weights file on disk or S3, or random
+for tests), serializes the weight tensors once and broadcasts them. Executors rebuild the
+architecture with ``weights=None`` and load the broadcast tensors: they never touch the network or
+the weights file, and each Python worker builds the model once and reuses it for every task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PROVENANCE_SUFFIX = ".provenance.json"
+
+
+class WeightsError(RuntimeError):
+    """The configured weights cannot be obtained or do not match what they claim to be."""
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_backbone(image_size: int, weights: str | None = None):
+    """MobileNetV2 without its classifier, global-average-pooled to 1280 features."""
+    _quiet_tensorflow()
+    import keras
+
+    return keras.applications.MobileNetV2(
+        input_shape=(image_size, image_size, 3), include_top=False, weights=weights, pooling="avg"
+    )
+
+
+@dataclass(frozen=True)
+class WeightsPayload:
+    """What the driver broadcasts: the weight tensors as one ``.npz`` blob, and where they came from."""
+
+    blob: bytes
+    sha256: str
+    image_size: int
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.blob)
+
+
+def serialize_weights(arrays: list[np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, *arrays)
+    return buffer.getvalue()
+
+
+def deserialize_weights(blob: bytes) -> list[np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+        return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+
+
+def payload_from_model(model, image_size: int, provenance: dict[str, Any]) -> WeightsPayload:
+    blob = serialize_weights(model.get_weights())
+    return WeightsPayload(blob, hashlib.sha256(blob).hexdigest(), image_size, provenance)
+
+
+def _load_imagenet(image_size: int):
+    try:
+        return build_backbone(image_size, weights="imagenet")
+    except Exception as exc:  # Keras raises bare Exception subclasses for download failures
+        raise WeightsError(
+            "could not download the ImageNet weights through Keras "
+            f"({type(exc).__name__}: {exc}). Offline, run `make weights` and point model.weights at "
+            "the file it writes; on EMR, stage that file in your bucket."
+        ) from None
+
+
+def load_weights_file(data: bytes, image_size: int):
+    """A model with the weights of a Keras ``.weights.h5`` file given as bytes."""
+    model = build_backbone(image_size)
+    with tempfile.TemporaryDirectory(prefix="fruitfeat-weights-") as tmp:
+        path = Path(tmp) / "backbone.weights.h5"
+        path.write_bytes(data)
+        try:
+            model.load_weights(str(path))
+        except Exception as exc:
+            raise WeightsError(
+                f"the weights file does not fit MobileNetV2 without top ({type(exc).__name__}: {exc})"
+            ) from None
+    return model
+
+
+def check_provenance(data: bytes, provenance: dict[str, Any] | None, uri: str) -> dict[str, Any]:
+    """Compare a weights file with the sha256 its provenance sidecar recorded."""
+    digest = hashlib.sha256(data).hexdigest()
+    if provenance is None:
+        log.warning("weights %s have no %s sidecar: their origin is unknown", uri, PROVENANCE_SUFFIX)
+        return {"source": "unknown (no provenance sidecar)", "file_sha256": digest}
+    expected = provenance.get("file_sha256")
+    if expected and expected != digest:
+        raise WeightsError(
+            f"{uri} has sha256 {digest} but its provenance records {expected}: the file was changed or "
+            "truncated; rebuild it (`make weights`) or restage it"
+        )
+    return {**provenance, "file_sha256": digest}
+
+
+def resolve_weights(
+    weights: str, image_size: int, seed: int, read_bytes: Callable[[str], bytes]
+) -> WeightsPayload:
+    """Driver side: obtain the weights named by the config and serialize them for the broadcast.
+
+    ``read_bytes`` reads a URI (local or S3) so that this module needs no Spark or AWS client.
+    """
+    if weights == "random":
+        _quiet_tensorflow()
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        model = build_backbone(image_size)
+        provenance = {"source": "random", "seed": seed, "warning": "random weights: features are meaningless"}
+    elif weights == "imagenet":
+        model = _load_imagenet(image_size)
+        provenance = {"source": "imagenet", "via": "keras.applications.MobileNetV2(weights='imagenet')"}
+    else:
+        try:
+            data = read_bytes(weights)
+        except FileNotFoundError:
+            raise WeightsError(f"weights file {weights} does not exist (run `make weights`?)") from None
+        try:
+            sidecar = json.loads(read_bytes(weights + PROVENANCE_SUFFIX))
+        except FileNotFoundError:
+            sidecar = None
+        provenance = {"uri": weights, **check_provenance(data, sidecar, weights)}
+        model = load_weights_file(data, image_size)
+    return payload_from_model(model, image_size, provenance)
+
+
+# ---------------------------------------------------------------- executor side
+
+_MODELS: dict[tuple[str, int], Callable[[np.ndarray], np.ndarray]] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _set_threads(intra_op_threads: int) -> None:
+    import tensorflow as tf
+
+    if intra_op_threads <= 0:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TensorFlow already started in this worker: keep its first setting
+
+
+def compile_inference(model, image_size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 NHWC batch -> float32 (N, 1280), through one traced graph (eager calls leak memory)."""
+    import keras
+    import tensorflow as tf
+
+    preprocess = keras.applications.mobilenet_v2.preprocess_input
+
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)])
+    def infer(images):
+        return model(preprocess(tf.cast(images, tf.float32)), training=False)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return infer(tf.constant(images)).numpy()
+
+    return run
+
+
+def inference_from_payload(payload: WeightsPayload, intra_op_threads: int = 1) -> tuple[Callable, bool]:
+    """The worker's model for this payload, built on first use; returns (model, built_now)."""
+    key = (payload.sha256, payload.image_size)
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            return _MODELS[key], False
+        _quiet_tensorflow()
+        _set_threads(intra_op_threads)
+        model = build_backbone(payload.image_size)
+        model.set_weights(deserialize_weights(payload.blob))
+        _MODELS.clear()  # one model per worker: drop any from an earlier job in a reused worker
+        _MODELS[key] = compile_inference(model, payload.image_size)
+        return _MODELS[key], True

@@ -1,0 +1,94 @@
+"""Small driver-side file operations on local disk or object stores (S3 via EMRFS or S3A).
+
+Spark writes the big tables; the driver only needs a few small files (manifest, _LATEST, weights).
+Local paths use Python so that publishing is an atomic rename; object-store URIs go through the
+Hadoop FileSystem of the running JVM, so they need no extra AWS client and see the same credentials
+and endpoint settings as Spark itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from fruitfeat.config import local_path
+
+
+def _hadoop_fs(spark: SparkSession, uri: str):
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def read_bytes(spark: SparkSession, uri: str) -> bytes:
+    local = local_path(uri)
+    if local is not None:
+        return local.read_bytes()
+    fs, path = _hadoop_fs(spark, uri)
+    if not fs.exists(path):
+        raise FileNotFoundError(uri)
+    stream = fs.open(path)
+    try:
+        length = fs.getFileStatus(path).getLen()
+        buffer = spark.sparkContext._gateway.new_array(spark.sparkContext._jvm.byte, length)
+        stream.readFully(0, buffer)
+        return bytes(buffer)
+    finally:
+        stream.close()
+
+
+def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
+    """Write a whole file at once: atomic on local disk (rename) and on S3 (a single PUT)."""
+    local = local_path(uri)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, local)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return
+    fs, path = _hadoop_fs(spark, uri)
+    stream = fs.create(path, True)
+    try:
+        stream.write(bytearray(data))
+    finally:
+        stream.close()
+
+
+def read_text(spark: SparkSession, uri: str) -> str:
+    return read_bytes(spark, uri).decode("utf-8")
+
+
+def write_text(spark: SparkSession, uri: str, text: str) -> None:
+    write_bytes(spark, uri, text.encode("utf-8"))
+
+
+def exists(spark: SparkSession, uri: str) -> bool:
+    local = local_path(uri)
+    if local is not None:
+        return local.exists()
+    fs, path = _hadoop_fs(spark, uri)
+    return bool(fs.exists(path))
+
+
+def delete_tree(spark: SparkSession, uri: str) -> None:
+    local = local_path(uri)
+    if local is not None:
+        shutil.rmtree(local, ignore_errors=True)
+        return
+    fs, path = _hadoop_fs(spark, uri)
+    fs.delete(path, True)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])

@@ -1,0 +1,101 @@
+"""Run layout and atomic publication.
+
+Every run writes into its own fresh ``<output>/runs/<run_id>/``. Readers only follow
+``<output>/_LATEST``, which is replaced in one atomic step after everything else succeeded, so a
+run that dies half-way leaves the previous published run exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from pyspark.ml.feature import PCAModel
+from pyspark.sql import DataFrame, SparkSession
+
+from fruitfeat import storage
+
+LATEST = "_LATEST"
+SUCCESS = "_RUN_COMPLETE"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable by time, unique across concurrent runs."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    output: str
+    run_id: str
+
+    @property
+    def root(self) -> str:
+        return storage.join(self.output, "runs", self.run_id)
+
+    @property
+    def features(self) -> str:
+        return storage.join(self.root, "features")
+
+    @property
+    def errors(self) -> str:
+        return storage.join(self.root, "errors")
+
+    @property
+    def raw_features(self) -> str:
+        return storage.join(self.root, "raw_features")
+
+    @property
+    def pca_model(self) -> str:
+        return storage.join(self.root, "pca_model")
+
+    @property
+    def manifest(self) -> str:
+        return storage.join(self.root, "manifest.json")
+
+    @property
+    def complete_marker(self) -> str:
+        return storage.join(self.root, SUCCESS)
+
+    @property
+    def latest(self) -> str:
+        return storage.join(self.output, LATEST)
+
+
+def write_table(df: DataFrame, uri: str) -> None:
+    """Parquet into a location that must not exist yet: a run never overwrites anything."""
+    df.write.mode("errorifexists").parquet(uri)
+
+
+def write_pca_model(model: PCAModel, uri: str) -> None:
+    model.write().save(uri)
+
+
+def write_json(spark: SparkSession, uri: str, document: dict[str, Any]) -> None:
+    storage.write_text(spark, uri, json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def publish(spark: SparkSession, layout: RunLayout, summary: dict[str, Any]) -> dict[str, Any]:
+    """Mark the run complete, then point ``_LATEST`` at it (one atomic write)."""
+    write_json(spark, layout.complete_marker, {"run_id": layout.run_id})
+    pointer = {
+        "run_id": layout.run_id,
+        "path": layout.root,
+        "features": layout.features,
+        "manifest": layout.manifest,
+        "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **summary,
+    }
+    write_json(spark, layout.latest, pointer)
+    return pointer
+
+
+def read_latest(spark: SparkSession, output: str) -> dict[str, Any] | None:
+    uri = storage.join(output, LATEST)
+    if not storage.exists(spark, uri):
+        return None
+    return json.loads(storage.read_text(spark, uri))
