@@ -42,21 +42,21 @@ def normalize_location(value: str) -> str:
             raise ValueError(f"{value!r} has no bucket name")
         return value.rstrip("/")
     if scheme == "file":
-        return "file://" + str(Path(urlparse(value).path).resolve())
-    if scheme and len(scheme) > 1:  # a one-letter "scheme" is a Windows drive
+        value = value.removeprefix("file://")
+    elif scheme and len(scheme) > 1:  # a one-letter "scheme" is a Windows drive
         raise ValueError(f"unsupported scheme {scheme!r}: use a local path, s3:// (EMR) or s3a://")
-    return Path(value).expanduser().resolve().as_uri()
+    # Not Path.as_uri(): Hadoop would read its %-escapes (e.g. %20 for a space) literally.
+    return "file://" + str(Path(value).expanduser().resolve())
 
 
 def local_path(uri: str) -> Path | None:
     """The filesystem path of a ``file://`` URI, or None for object-store URIs."""
-    parsed = urlparse(uri)
-    return Path(parsed.path) if parsed.scheme == "file" else None
+    return Path(uri.removeprefix("file://")) if uri.startswith("file://") else None
 
 
 class InputConfig(_Section):
     path: str = Field(description="Root of a Fruits-360 style tree: <split>/<Class>/<image>")
-    extensions: tuple[str, ...] = Field(default=("jpg", "jpeg", "png"), min_length=1)
+    extensions: tuple[str, ...] = Field(default=("jpg", "jpeg", "png"), min_length=1, validate_default=True)
 
     @field_validator("path")
     @classmethod

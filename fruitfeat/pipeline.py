@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,13 +128,16 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
             "pca_model": layout.pca_model,
             "raw_features": layout.raw_features if config.output.keep_raw_features else None,
         },
-        "spark": {"master": spark.sparkContext.master, "application_id": spark.sparkContext.applicationId},
+        "spark": {
+            "master": spark.sparkContext.master,
+            "application_id": spark.sparkContext.applicationId,
+            "driver": f"{socket.gethostname()}:{os.getpid()}",
+        },
         "versions": _versions(spark),
     }
-    with timer.stage("publish", "publishing"):
-        manifest["stage_seconds"] = timer.seconds
-        write_json(spark, layout.manifest, manifest)
-        publish(spark, layout, {"counts": counts, "k": config.pca.k})
-    manifest["stage_seconds"] = timer.seconds
+    manifest["stage_seconds"] = dict(timer.seconds)
+    write_json(spark, layout.manifest, manifest)
+    publish(spark, layout, {"counts": counts, "k": config.pca.k})
+    log.info("published run %s", layout.run_id)
     weights.unpersist()
     return RunResult(layout.run_id, layout.root, layout.features, manifest)

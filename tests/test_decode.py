@@ -1,0 +1,73 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fruitfeat.decode import ImageDecodeError, decode_image
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def test_jpeg_is_resized_to_the_network_input():
+    data = encode(Image.new("RGB", (100, 100), (200, 30, 40)), "JPEG", quality=95)
+    array = decode_image(data, 32)
+    assert array.shape == (32, 32, 3) and array.dtype == np.uint8
+    assert np.allclose(array.reshape(-1, 3).mean(axis=0), (200, 30, 40), atol=3)
+
+
+def test_transparency_becomes_white_background():
+    rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
+    rgba.putpixel((5, 5), (255, 0, 0, 255))
+    array = decode_image(encode(rgba), 10)
+    assert tuple(array[0, 0]) == (255, 255, 255)
+    assert tuple(array[5, 5]) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "I;16"])
+def test_other_modes_become_rgb(mode):
+    source = Image.new("RGB", (8, 8), (90, 90, 90))
+    if mode == "I;16":
+        converted = source.convert("L").convert(mode)
+    elif mode == "P":
+        converted = source.convert("P", palette=Image.Palette.ADAPTIVE)
+    else:
+        converted = source.convert(mode)
+    fmt = "TIFF" if mode in ("CMYK", "I;16") else "PNG"
+    array = decode_image(encode(converted, fmt), 8)
+    assert array.shape == (8, 8, 3)
+    assert np.allclose(array, 90, atol=25)
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (20, 10), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 10, 10))  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    array = decode_image(encode(image, "JPEG", exif=exif.tobytes(), quality=100), 20)
+    top, bottom = array[:5].reshape(-1, 3).mean(axis=0), array[-5:].reshape(-1, 3).mean(axis=0)
+    assert top[0] > 200 and bottom[2] > 200  # the red half is now on top
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty_file"),
+        (b"this is a text file named .jpg", "not_an_image"),
+    ],
+)
+def test_bad_bytes_give_a_reason(data, reason):
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image(data, 32)
+    assert err.value.reason == reason
+
+
+def test_truncated_jpeg_is_corrupt():
+    data = encode(Image.effect_noise((100, 100), 50).convert("RGB"), "JPEG")
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image(data[: len(data) // 2], 32)
+    assert err.value.reason == "corrupt_image"

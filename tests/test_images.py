@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import types as T
+
+from fruitfeat.images import InputError, extension_glob, list_images, with_labels
+
+LISTED = T.StructType(
+    [
+        T.StructField("path", T.StringType()),
+        T.StructField("label", T.StringType()),
+        T.StructField("split", T.StringType()),
+        T.StructField("content", T.BinaryType()),
+    ]
+)
+
+
+def make_tree(root: Path, files: dict[str, bytes]) -> None:
+    for relative, data in files.items():
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def test_extension_glob_is_case_insensitive():
+    assert extension_glob(["jpg", "png"]) == "*.{[jJ][pP][gG],[pP][nN][gG]}"
+
+
+def test_with_labels_reads_class_and_split_from_the_path(spark):
+    paths = [
+        ("file:/d/Training/Apple Red/r_1_100.jpg",),
+        ("s3a://b/fruits/Test/Banana/2_100.jpg",),
+        ("file:/d/Validation/Kiwi/3.jpg",),
+        ("x.jpg",),
+    ]
+    df = spark.createDataFrame(paths, "path string")
+    expected = spark.createDataFrame(
+        [
+            ("file:/d/Training/Apple Red/r_1_100.jpg", "Apple Red", "Training"),
+            ("s3a://b/fruits/Test/Banana/2_100.jpg", "Banana", "Test"),
+            ("file:/d/Validation/Kiwi/3.jpg", "Kiwi", None),
+            ("x.jpg", None, None),
+        ],
+        "path string, label string, split string",
+    )
+    assert_df_equality(df.transform(with_labels), expected, ignore_nullable=True)
+
+
+def test_list_images_finds_images_in_any_case_and_skips_other_files(spark, tmp_path):
+    files = {
+        "Training/Apple Red/r_0_100.jpg": b"apple",
+        "Training/Apple Red/r_1_100.JPG": b"APPLE",
+        "Test/Banana/0_100.jpeg": b"banana",
+        "Test/Banana/1_100.PnG": b"png",
+        "loose/Kiwi/k.jpg": b"kiwi",
+        "Training/Apple Red/notes.txt": b"not an image",
+        "Training/Apple Red/r_2_100.gif": b"unsupported extension",
+    }
+    make_tree(tmp_path, files)
+    listed = list_images(spark, f"file://{tmp_path}", ["jpg", "jpeg", "png"])
+    expected = spark.createDataFrame(
+        [
+            (f"file:{tmp_path}/Training/Apple Red/r_0_100.jpg", "Apple Red", "Training", b"apple"),
+            (f"file:{tmp_path}/Training/Apple Red/r_1_100.JPG", "Apple Red", "Training", b"APPLE"),
+            (f"file:{tmp_path}/Test/Banana/0_100.jpeg", "Banana", "Test", b"banana"),
+            (f"file:{tmp_path}/Test/Banana/1_100.PnG", "Banana", "Test", b"png"),
+            (f"file:{tmp_path}/loose/Kiwi/k.jpg", "Kiwi", None, b"kiwi"),
+        ],
+        LISTED,
+    )
+    assert_df_equality(listed, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_list_images_on_the_generated_sample(spark, sample_dataset):
+    listed = list_images(spark, f"file://{sample_dataset.root}", ["jpg"])
+    counts = {(r["split"], r["label"]): r["count"] for r in listed.groupBy("split", "label").count().collect()}
+    assert counts == sample_dataset.counts()
+
+
+def test_missing_input_is_a_clear_error(spark, tmp_path):
+    with pytest.raises(InputError, match="cannot list images under .*nope"):
+        list_images(spark, f"file://{tmp_path}/nope", ["jpg"])

@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import pytest
+from chispa import assert_df_equality
+
+from fruitfeat import pipeline
+from fruitfeat.cli import run_main
+from fruitfeat.images import InputError
+from fruitfeat.pipeline import run_pipeline
+
+from .conftest import job_config
+
+
+@pytest.fixture(scope="module")
+def first_run(spark, sample_dataset, tmp_path_factory):
+    output = tmp_path_factory.mktemp("out")
+    config = job_config(sample_dataset.root, output)
+    return config, output, run_pipeline(config, spark)
+
+
+def test_run_publishes_one_row_per_image_with_k_features(spark, sample_dataset, first_run):
+    config, output, result = first_run
+    features = spark.read.parquet(result.features_path)
+    assert features.columns == ["path", "label", "split", "features"]
+    expected = spark.createDataFrame(
+        [(f"file:{path}", path.parent.name, path.parent.parent.name) for path in sample_dataset.files],
+        "path string, label string, split string",
+    )
+    assert_df_equality(features.drop("features"), expected, ignore_row_order=True, ignore_nullable=True)
+    lengths = {len(r.features) for r in features.select("features").collect()}
+    assert lengths == {config.pca.k}
+    assert spark.read.parquet(f"{result.run_path}/errors").count() == 0
+
+    latest = json.loads((output / "_LATEST").read_text())
+    assert latest["run_id"] == result.run_id and latest["features"] == result.features_path
+
+
+def test_manifest_records_what_ran(first_run):
+    config, output, result = first_run
+    manifest = json.loads((output / "runs" / result.run_id / "manifest.json").read_text())
+    assert manifest["counts"] == {"listed": 18, "featurized": 18, "quarantined": 0}
+    variance = manifest["pca"]["explained_variance"]
+    assert len(variance) == config.pca.k and variance == sorted(variance, reverse=True)
+    assert 0 < manifest["pca"]["explained_variance_total"] <= 1
+    assert manifest["weights"]["source"] == "random" and len(manifest["weights"]["broadcast_sha256"]) == 64
+    assert set(manifest["stage_seconds"]) == {"session", "list", "weights", "featurize", "pca_fit", "write"}
+    assert manifest["config"]["pca"]["k"] == config.pca.k
+    assert manifest["versions"]["pyspark"].startswith("3.5.")
+    assert 1 <= len(manifest["model_builds"]) <= 2
+    assert not (output / "runs" / result.run_id / "raw_features").exists()
+
+
+def test_pca_model_is_kept(spark, first_run):
+    from pyspark.ml.feature import PCAModel
+
+    _, _, result = first_run
+    model = PCAModel.load(f"{result.run_path}/pca_model")
+    assert model.getK() == 4 and model.pc.numRows == 1280
+
+
+def test_same_config_gives_identical_features(spark, sample_dataset, first_run, tmp_path):
+    config, _, result = first_run
+    again = run_pipeline(job_config(sample_dataset.root, tmp_path), spark)
+    a = {r.path: np.array(r.features) for r in spark.read.parquet(result.features_path).collect()}
+    b = {r.path: np.array(r.features) for r in spark.read.parquet(again.features_path).collect()}
+    assert a.keys() == b.keys()
+    scale = max(np.abs(v).max() for v in a.values())
+    assert all(np.allclose(a[p] / scale, b[p] / scale, atol=1e-5) for p in a)
+
+
+def test_a_failed_run_leaves_the_published_run_untouched(spark, sample_dataset, tmp_path, monkeypatch):
+    config = job_config(sample_dataset.root, tmp_path)
+    good = run_pipeline(config, spark)
+    before = (tmp_path / "_LATEST").read_text()
+    files_before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs" / good.run_id).rglob("*"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(pipeline, "write_pca_model", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_pipeline(config, spark)
+    assert (tmp_path / "_LATEST").read_text() == before
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs" / good.run_id).rglob("*")) == files_before
+    incomplete = [p for p in (tmp_path / "runs").iterdir() if not (p / "_RUN_COMPLETE").exists()]
+    assert len(incomplete) == 1  # the failed run stays visible as incomplete, never published
+
+
+def test_empty_input_fails_before_any_work(spark, tmp_path):
+    (tmp_path / "in" / "Training" / "Kiwi").mkdir(parents=True)
+    (tmp_path / "in" / "Training" / "Kiwi" / "readme.txt").write_text("no images")
+    with pytest.raises(InputError, match="no images .* under"):
+        run_pipeline(job_config(tmp_path / "in", tmp_path / "out"), spark)
+    assert not (tmp_path / "out" / "_LATEST").exists()
+
+
+def test_cli_rejects_a_bad_config_before_spark(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("input: {path: in}\noutput: {path: out}\npca: {k: 0}\n")
+    assert run_main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert str(config) in err and "pca.k" in err and "greater than or equal to 1" in err

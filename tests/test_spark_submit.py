@@ -1,0 +1,99 @@
+"""The real entry point under spark-submit: local[2], and local-cluster with separate executor processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from .conftest import TEST_IMAGE_SIZE
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SPARK_SUBMIT = Path(sys.executable).with_name("spark-submit")
+
+
+def submit(master: str, config: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    command = [str(SPARK_SUBMIT), "--master", master, *extra, str(REPO / "jobs/run_pipeline.py"), "--config", str(config)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
+def write_config(tmp_path: Path, input_root: Path, weights: Path, name: str) -> tuple[Path, Path]:
+    output = tmp_path / f"out-{name}"
+    config = {
+        "input": {"path": str(input_root)},
+        "output": {"path": str(output)},
+        "model": {"weights": str(weights)},
+        "featurize": {"image_size": TEST_IMAGE_SIZE, "batch_size": 8, "arrow_batch_size": 8},
+        "pca": {"k": 4},
+        "spark": {"master": None, "conf": {"spark.ui.enabled": "false"}},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, output
+
+
+def published(output: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    latest = json.loads((output / "_LATEST").read_text())
+    manifest = json.loads((output / "runs" / latest["run_id"] / "manifest.json").read_text())
+    table = pq.read_table(output / "runs" / latest["run_id"] / "features").to_pydict()
+    return manifest, {p: np.array(f) for p, f in zip(table["path"], table["features"])}
+
+
+def aligned(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Both runs' features in path order; each PCA component's sign made to agree."""
+    paths = sorted(a)
+    x, y = np.stack([a[p] for p in paths]), np.stack([b[p] for p in paths])
+    return x, y * np.sign((x * y).sum(axis=0))
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, sample_dataset, random_weights_file):
+    tmp = tmp_path_factory.mktemp("submit-local")
+    config, output = write_config(tmp, sample_dataset.root, random_weights_file, "local")
+    proc = submit("local[2]", config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, output
+
+
+def test_spark_submit_local_publishes_features(local_run, sample_dataset):
+    proc, output = local_run
+    assert "fruitfeat: published run" in proc.stdout and str(output) in proc.stdout
+    manifest, features = published(output)
+    assert len(features) == len(sample_dataset.files)
+    assert {len(v) for v in features.values()} == {4}
+    assert manifest["weights"]["source"] == "test-random"
+    assert manifest["spark"]["master"] == "local[2]"
+
+
+def test_local_cluster_executors_get_the_broadcast_and_agree(local_run, tmp_path, sample_dataset, random_weights_file):
+    config, output = write_config(tmp_path, sample_dataset.root, random_weights_file, "cluster")
+    proc = submit(
+        "local-cluster[2,1,1024]",
+        config,
+        # Start featurizing only once both executors are up, so both take tasks.
+        "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
+        "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=120s",
+        "--conf", "spark.sql.files.maxPartitionBytes=65536",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest, cluster = published(output)
+    assert manifest["spark"]["master"] == "local-cluster[2,1,1024]"
+
+    # The models were built from the broadcast in Python workers of the executors, not the driver.
+    builders = set(manifest["model_builds"])
+    assert len(builders) >= 2 and manifest["spark"]["driver"] not in builders
+
+    _, local = published(local_run[1])
+    assert cluster.keys() == local.keys()
+    x, y = aligned(local, cluster)
+    np.testing.assert_allclose(y / np.abs(x).max(), x / np.abs(x).max(), atol=1e-4)

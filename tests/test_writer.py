@@ -1,0 +1,44 @@
+import json
+import re
+from datetime import datetime, timezone
+
+import pytest
+
+from fruitfeat.writer import RunLayout, new_run_id, publish, read_latest, write_table
+
+
+def test_run_ids_sort_by_time_and_do_not_collide():
+    early = new_run_id(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    assert re.fullmatch(r"20260102T030405Z-[0-9a-f]{8}", early)
+    assert early < new_run_id()
+    assert len({new_run_id() for _ in range(100)}) == 100
+
+
+def test_layout_of_a_run():
+    layout = RunLayout("s3a://bucket/out", "R1")
+    assert layout.root == "s3a://bucket/out/runs/R1"
+    assert layout.features == "s3a://bucket/out/runs/R1/features"
+    assert layout.errors == "s3a://bucket/out/runs/R1/errors"
+    assert layout.manifest == "s3a://bucket/out/runs/R1/manifest.json"
+    assert layout.latest == "s3a://bucket/out/_LATEST"
+
+
+def test_tables_are_never_overwritten(spark, tmp_path):
+    df = spark.createDataFrame([("a", 1)], "path string, n int")
+    target = f"file://{tmp_path}/t"
+    write_table(df, target)
+    with pytest.raises(Exception, match="already exists"):
+        write_table(df, target)
+    assert spark.read.parquet(target).collect()[0].n == 1
+
+
+def test_publish_marks_the_run_then_points_latest_at_it(spark, tmp_path):
+    layout = RunLayout(f"file://{tmp_path}", "R1")
+    assert read_latest(spark, layout.output) is None
+    publish(spark, layout, {"k": 3})
+    assert json.loads((tmp_path / "runs/R1/_RUN_COMPLETE").read_text()) == {"run_id": "R1"}
+    latest = read_latest(spark, layout.output)
+    assert latest["run_id"] == "R1" and latest["k"] == 3 and latest["path"] == layout.root
+    publish(spark, RunLayout(layout.output, "R2"), {"k": 4})
+    assert read_latest(spark, layout.output)["run_id"] == "R2"
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic rename left no temporary file
