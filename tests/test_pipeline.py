@@ -47,7 +47,8 @@ def test_manifest_records_what_ran(first_run):
     assert set(manifest["stage_seconds"]) == {"session", "list", "weights", "featurize", "pca_fit", "write"}
     assert manifest["config"]["pca"]["k"] == config.pca.k
     assert manifest["versions"]["pyspark"].startswith("3.5.")
-    assert 1 <= len(manifest["model_builds"]) <= 2
+    # At most one build per Python worker; 0 when earlier tests left warm workers with this model.
+    assert len(manifest["model_builds"]) <= 2
     assert not (output / "runs" / result.run_id / "raw_features").exists()
 
 
