@@ -46,13 +46,16 @@ def run_main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fruitfeat: {exc}", file=sys.stderr)
         return 2
-    from fruitfeat.pipeline import run_pipeline  # after validation: Spark and TF import slowly
+    from fruitfeat.pipeline import QuarantineError, run_pipeline  # after validation: Spark imports slowly
 
     try:
         result = run_pipeline(config)
     except USER_ERRORS as exc:
         print(f"fruitfeat: error: {exc}", file=sys.stderr)
         return 1
+    except QuarantineError as exc:
+        print(f"fruitfeat: rejected: {exc}", file=sys.stderr)
+        return 3
     counts = result.manifest["counts"]
     pca = result.manifest["pca"]
     print(

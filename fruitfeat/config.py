@@ -6,6 +6,7 @@ minutes into a cluster run; so every knob the job reads is declared here, and un
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -57,6 +58,12 @@ def local_path(uri: str) -> Path | None:
 class InputConfig(_Section):
     path: str = Field(description="Root of a Fruits-360 style tree: <split>/<Class>/<image>")
     extensions: tuple[str, ...] = Field(default=("jpg", "jpeg", "png"), min_length=1, validate_default=True)
+    max_file_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1, description="Larger files are quarantined as too_large, never read"
+    )
+    max_image_pixels: int = Field(
+        default=89_478_485, ge=1, description="Larger images are quarantined as decompression_bomb (Pillow's limit)"
+    )
 
     @field_validator("path")
     @classmethod
@@ -118,6 +125,19 @@ class FeaturizeConfig(_Section):
 
 class PCAConfig(_Section):
     k: int = Field(default=50, ge=1, le=FEATURE_DIM, description="Number of principal components kept")
+    method: Literal["covariance", "spark_ml"] = Field(
+        default="covariance",
+        description="covariance: one pass + numpy eigh (default); spark_ml: pyspark.ml.feature.PCA",
+    )
+
+
+class QuarantineConfig(_Section):
+    max_fraction: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="The run fails (and is not published) when a larger share of the listed files is quarantined",
+    )
 
 
 class SparkConfig(_Section):
@@ -145,6 +165,7 @@ class JobConfig(_Section):
     model: ModelConfig = ModelConfig()
     featurize: FeaturizeConfig = FeaturizeConfig()
     pca: PCAConfig = PCAConfig()
+    quarantine: QuarantineConfig = QuarantineConfig()
     spark: SparkConfig = SparkConfig()
 
     @model_validator(mode="after")
@@ -156,6 +177,29 @@ class JobConfig(_Section):
                 if not is_remote(location):
                     raise ValueError(f"{name} must be an s3:// URI in the emr profile, got {location!r}")
         return self
+
+
+#: Keys that hold secrets: credentials come from the environment or the instance profile, never a file.
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access[._-]?key|session[._-]?key)", re.I)
+_AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
+
+
+def find_credentials(node: Any, where: str = "") -> list[str]:
+    """Dotted names of config entries that look like credentials (the values are never echoed)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            name = f"{where}.{key}" if where else str(key)
+            if _SECRET_KEY.search(str(key)) and value not in (None, ""):
+                found.append(name)
+            else:
+                found.extend(find_credentials(value, name))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found.extend(find_credentials(value, f"{where}[{i}]"))
+    elif isinstance(node, str) and _AWS_KEY_ID.search(node):
+        found.append(where)
+    return found
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -192,6 +236,12 @@ def _describe(error: ValidationError, source: str) -> str:
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> JobConfig:
+    secrets = find_credentials(data)
+    if secrets:
+        raise ConfigError(
+            f"invalid configuration in {source}:\n  {', '.join(secrets)}: looks like a credential; "
+            "credentials come from the environment or the instance profile, never from config files"
+        )
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:

@@ -38,16 +38,49 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(data: bytes, size: int) -> np.ndarray:
+#: Magic bytes of formats people upload as photos that Pillow cannot decode without plugins.
+_UNSUPPORTED_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (4, b"ftypheic", "HEIC"),
+    (4, b"ftypheix", "HEIC"),
+    (4, b"ftypmif1", "HEIF"),
+    (4, b"ftypavif", "AVIF"),
+    (0, b"%PDF", "PDF"),
+    (0, b"\xff\x0a", "JPEG XL"),
+)
+#: Pillow's own default (about 89 megapixels): larger images may be decompression bombs.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+def _unsupported_format(data: bytes) -> str | None:
+    for offset, signature, name in _UNSUPPORTED_SIGNATURES:
+        if data[offset : offset + len(signature)] == signature:
+            return name
+    head = data[:256].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:1024].lower()):
+        return "SVG"
+    return None
+
+
+def decode_image(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """``size x size x 3`` uint8 array, or ImageDecodeError saying why not."""
     if not data:
         raise ImageDecodeError("empty_file", "the file has zero bytes")
+    unsupported = _unsupported_format(data)
+    if unsupported:
+        raise ImageDecodeError("unsupported_format", f"{unsupported} is not supported: convert it to JPEG or PNG")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size  # from the header: nothing decoded yet
+                if width * height > max_pixels:
+                    raise ImageDecodeError(
+                        "decompression_bomb", f"{width}x{height} pixels is over the limit of {max_pixels}"
+                    )
                 image.load()
                 rgb = to_rgb(image)
+    except ImageDecodeError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError("decompression_bomb", str(exc)) from None
     except UnidentifiedImageError:

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fruitfeat.decode import ImageDecodeError, decode_image
+from fruitfeat.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from fruitfeat.model import WeightsPayload, inference_from_payload
 
 RESULT_TYPE = T.StructType(
@@ -46,7 +46,11 @@ def model_build_log(spark_context) -> Accumulator:
 
 
 def featurize_batch(
-    contents: pd.Series, infer: Callable[[np.ndarray], np.ndarray], image_size: int, batch_size: int
+    contents: pd.Series,
+    infer: Callable[[np.ndarray], np.ndarray],
+    image_size: int,
+    batch_size: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> pd.DataFrame:
     """One Arrow batch: decode every image, run the good ones through the network in chunks."""
     n = len(contents)
@@ -57,7 +61,7 @@ def featurize_batch(
     positions: list[int] = []
     for i, data in enumerate(contents):
         try:
-            decoded.append(decode_image(data, image_size))
+            decoded.append(decode_image(data, image_size, max_pixels))
             positions.append(i)
         except ImageDecodeError as exc:
             reasons[i], messages[i] = exc.reason, exc.message
@@ -71,7 +75,11 @@ def featurize_batch(
 
 
 def make_featurize_udf(
-    weights: Broadcast, batch_size: int, intra_op_threads: int, build_log: Accumulator | None = None
+    weights: Broadcast,
+    batch_size: int,
+    intra_op_threads: int,
+    build_log: Accumulator | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ):
     """The pandas UDF ``content -> struct<features, error_reason, error_message>``."""
 
@@ -81,7 +89,7 @@ def make_featurize_udf(
         if built and build_log is not None:
             build_log.add([f"{socket.gethostname()}:{os.getpid()}"])
         for contents in batches:
-            yield featurize_batch(contents, infer, payload.image_size, batch_size)
+            yield featurize_batch(contents, infer, payload.image_size, batch_size, max_pixels)
 
     return F.pandas_udf(featurize, RESULT_TYPE)
 
@@ -92,12 +100,13 @@ def featurize_images(
     batch_size: int = 64,
     intra_op_threads: int = 1,
     build_log: Accumulator | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> DataFrame:
     """``path, label, split, content`` -> ``path, label, split, size, features, error_reason, error_message``.
 
     ``features`` is null exactly when ``error_reason`` says why the image was not featurized.
     """
-    featurize = make_featurize_udf(weights, batch_size, intra_op_threads, build_log)
+    featurize = make_featurize_udf(weights, batch_size, intra_op_threads, build_log, max_pixels)
     return images.select(
         "path",
         "label",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -25,7 +27,7 @@ def extension_glob(extensions: Iterable[str]) -> str:
 
 
 def read_image_files(spark: SparkSession, root: str, extensions: Iterable[str]) -> DataFrame:
-    """``path, content`` of every image file below ``root``; content is read lazily by the tasks."""
+    """``path, length, content`` of every non-empty image file below ``root``; content is read lazily."""
     try:
         df = (
             spark.read.format("binaryFile")
@@ -35,7 +37,14 @@ def read_image_files(spark: SparkSession, root: str, extensions: Iterable[str]) 
         )
     except AnalysisException as exc:
         raise InputError(f"cannot list images under {root}: {exc.desc if hasattr(exc, 'desc') else exc}") from None
-    return df.select("path", "content")
+    return df.select("path", "length", "content")
+
+
+def hadoop_path_string(uri: str) -> str:
+    """The form of ``binaryFile``'s ``path`` column for a URI from ``inputFiles()`` (no %-escapes)."""
+    parsed = urlparse(uri)
+    path = unquote(parsed.path)
+    return f"{parsed.scheme}://{parsed.netloc}{path}" if parsed.netloc else f"{parsed.scheme}:{path}"
 
 
 def _path_part(path: Column, from_end: int) -> Column:
@@ -51,8 +60,36 @@ def with_labels(df: DataFrame) -> DataFrame:
     )
 
 
-def list_images(spark: SparkSession, root: str, extensions: Iterable[str]) -> DataFrame:
-    """``path, label, split, content`` for every image below ``root``."""
-    return read_image_files(spark, root, extensions).transform(with_labels).select(
-        "path", "label", "split", "content"
+def list_images(
+    spark: SparkSession, root: str, extensions: Iterable[str], max_file_bytes: int | None = None
+) -> DataFrame:
+    """``path, label, split, content`` for every image below ``root`` (up to ``max_file_bytes``)."""
+    files = read_image_files(spark, root, extensions)
+    if max_file_bytes is not None:
+        files = files.where(F.col("length") <= max_file_bytes)  # pushed down: bigger files are never read
+    return files.transform(with_labels).select("path", "label", "split", "content")
+
+
+@dataclass(frozen=True)
+class ImageListing:
+    """Everything the job will account for: each listed file ends as a feature row or an error row."""
+
+    images: DataFrame  #: path, label, split, content — the files the featurizer reads
+    oversized: DataFrame  #: path, label, split, size — over the size limit, never read
+    files: DataFrame  #: path, label, split — every matching file in Spark's file index, zero-byte ones too
+    file_count: int
+
+
+def list_input(spark: SparkSession, root: str, extensions: Iterable[str], max_file_bytes: int) -> ImageListing:
+    """List once on the driver; ``binaryFile`` hides zero-byte files, its file index does not."""
+    extensions = tuple(extensions)
+    raw = read_image_files(spark, root, extensions)
+    uris = raw.inputFiles()
+    files = spark.createDataFrame([(hadoop_path_string(u),) for u in uris], "path string").transform(with_labels)
+    oversized = (
+        raw.where(F.col("length") > max_file_bytes)
+        .select("path", F.col("length").alias("size"))
+        .transform(with_labels)
+        .select("path", "label", "split", "size")
     )
+    return ImageListing(list_images(spark, root, extensions, max_file_bytes), oversized, files, len(uris))

@@ -1,38 +1,93 @@
-"""PCA of the 1280-d features with Spark ML.
+"""PCA of the 1280-d features, as a Spark ML ``PCAModel``.
 
-Note Spark ML's convention: components come from the *centred* covariance, but ``transform``
-projects the raw vectors (no mean subtraction). Projections therefore differ from "centred PCA
-scores" by a constant offset per component, which does not matter to distances or classifiers.
+Two ways to fit, one kind of model:
+- ``covariance`` (default): one pass computes the sample covariance per partition with numpy and
+  merges it (``fruitfeat.covariance_pca``); the driver eigendecomposes it with numpy's LAPACK.
+- ``spark_ml``: ``pyspark.ml.feature.PCA``. On this project's machines (JDK 17, no native BLAS) its
+  breeze SVD of the covariance was seen to return a wrong spectrum on some fits of identical data
+  (docs/choices.md), and it is ~25x slower; it stays selectable for comparison.
+
+Either way the result is a genuine ``PCAModel`` (``transform`` runs in the JVM; ``save``/``load``
+work). Note Spark ML's convention: components come from the *centred* covariance, but
+``transform`` projects the raw vectors (no mean subtraction), so projections differ from centred
+PCA scores by a constant offset per component, which does not matter to distances or classifiers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pyspark.ml.common import _py2java
 from pyspark.ml.feature import PCA, PCAModel
 from pyspark.ml.functions import array_to_vector, vector_to_array
-from pyspark.sql import DataFrame
+from pyspark.ml.linalg import DenseMatrix, DenseVector
+from pyspark.sql import DataFrame, SparkSession
 
 _VECTOR = "_pca_input"
 _PROJECTED = "_pca_output"
+
+PCAMethod = Literal["covariance", "spark_ml"]
 
 
 class PCAInputError(ValueError):
     """PCA cannot be fitted as configured on this data."""
 
 
-def fit_pca(df: DataFrame, k: int, input_col: str = "features", rows: int | None = None) -> PCAModel:
-    """Fit PCA on an ``array<float>`` column. Spark ML passes over the data several times:
-    the input should be cached or freshly read from Parquet, never a featurization plan."""
-    if rows is None:
-        rows = df.count()
+@dataclass(frozen=True)
+class FittedPCA:
+    model: PCAModel
+    method: str
+    #: Explained variance ratio of every component (all d), when the method computes it.
+    spectrum: list[float] | None = None
+
+    @property
+    def explained_variance(self) -> list[float]:
+        return [float(v) for v in self.model.explainedVariance.toArray()]
+
+
+def pca_model_from_components(spark: SparkSession, components: np.ndarray, explained: np.ndarray) -> PCAModel:
+    """A Spark ML ``PCAModel`` holding ``components`` (d x k) and their explained variance ratios."""
+    sc = spark.sparkContext
+    d, k = components.shape
+    pc = DenseMatrix(d, k, np.asarray(components, dtype=np.float64).flatten(order="F").tolist())
+    variance = DenseVector(np.asarray(explained, dtype=np.float64).tolist())
+    uid = f"PCAModel_{np.random.default_rng().integers(1 << 48):012x}"
+    java_model = sc._jvm.org.apache.spark.ml.feature.PCAModel(uid, _py2java(sc, pc), _py2java(sc, variance))
+    model = PCAModel(java_model)
+    model._set(k=k)
+    return model
+
+
+def _check(k: int, dim: int, rows: int) -> None:
     if rows == 0:
         raise PCAInputError("no featurized rows to fit PCA on")
-    dim = len(df.select(input_col).head()[0])
     if k > dim:
         raise PCAInputError(f"pca.k={k} is larger than the feature dimension {dim}")
     if k > rows:
         raise PCAInputError(f"pca.k={k} is larger than the number of featurized images ({rows})")
-    vectors = df.select(array_to_vector(input_col).alias(_VECTOR))
-    return PCA(k=k, inputCol=_VECTOR, outputCol=_PROJECTED).fit(vectors)
+
+
+def fit_pca(
+    df: DataFrame, k: int, input_col: str = "features", rows: int | None = None, method: PCAMethod = "covariance"
+) -> FittedPCA:
+    """Fit on an ``array<float>`` column. Both methods read the input more than once:
+    it should be cached or freshly read from Parquet, never a featurization plan."""
+    rows = df.count() if rows is None else rows
+    if rows == 0:
+        raise PCAInputError("no featurized rows to fit PCA on")
+    _check(k, len(df.select(input_col).head()[0]), rows)
+    if method == "covariance":
+        from fruitfeat.covariance_pca import fit_covariance_pca
+
+        result = fit_covariance_pca(df, k, input_col)
+        model = pca_model_from_components(df.sparkSession, result.components, result.explained_variance)
+        return FittedPCA(model, method, [float(v) for v in result.spectrum])
+    if method == "spark_ml":
+        vectors = df.select(array_to_vector(input_col).alias(_VECTOR))
+        return FittedPCA(PCA(k=k, inputCol=_VECTOR, outputCol=_PROJECTED).fit(vectors), method)
+    raise PCAInputError(f"unknown PCA method {method!r}")
 
 
 def project_features(
@@ -45,13 +100,6 @@ def project_features(
     return projected.select(*columns, vector_to_array(_PROJECTED, dtype="float32").alias(output_col))
 
 
-def explained_variance(model: PCAModel) -> list[float]:
-    return [float(v) for v in model.explainedVariance.toArray()]
-
-
 def with_pca(model: PCAModel, input_col: str = "features"):
     """``df.transform(with_pca(model))`` form of :func:`project_features`."""
     return lambda df: project_features(df, model, input_col)
-
-
-__all__ = ["fit_pca", "project_features", "explained_variance", "with_pca", "PCAInputError"]

@@ -17,14 +17,19 @@ from pyspark.sql import SparkSession
 
 from fruitfeat import __version__, storage
 from fruitfeat.config import JobConfig
-from fruitfeat.featurize import featurize_images, featurized_rows, model_build_log, quarantined_rows
-from fruitfeat.images import InputError, list_images
+from fruitfeat.featurize import featurize_images, featurized_rows, model_build_log
+from fruitfeat.images import InputError, list_input
 from fruitfeat.model import resolve_weights
-from fruitfeat.pca import explained_variance, fit_pca, project_features
+from fruitfeat.pca import fit_pca, project_features
+from fruitfeat.quarantine import quarantine_table
 from fruitfeat.session import build_spark_session
 from fruitfeat.writer import RunLayout, new_run_id, publish, write_json, write_pca_model, write_table
 
 log = logging.getLogger("fruitfeat")
+
+
+class QuarantineError(RuntimeError):
+    """Too much of the input was quarantined (or nothing featurized): the run is kept, not published."""
 
 
 @dataclass
@@ -69,12 +74,13 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
     log.info("run %s -> %s", layout.run_id, layout.root)
 
     with timer.stage("list", f"listing images under {config.input.path}"):
-        images = list_images(spark, config.input.path, config.input.extensions)
-        if images.isEmpty():
+        listing = list_input(spark, config.input.path, config.input.extensions, config.input.max_file_bytes)
+        if listing.file_count == 0:
             raise InputError(
                 f"no images ({', '.join(config.input.extensions)}) under {config.input.path}: "
                 "expected <split>/<Class>/<image> (run `make sample-data` for a sample set)"
             )
+        log.info("listed %d files", listing.file_count)
 
     with timer.stage("weights", f"loading weights ({config.model.weights}) and broadcasting them"):
         payload = resolve_weights(
@@ -90,23 +96,45 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
     builds = model_build_log(spark.sparkContext)
     with timer.stage("featurize", "featurizing with MobileNetV2 (written once, read back for PCA)"):
         featurized = featurize_images(
-            images, weights, config.featurize.batch_size, config.featurize.intra_op_threads, builds
+            listing.images,
+            weights,
+            config.featurize.batch_size,
+            config.featurize.intra_op_threads,
+            builds,
+            config.input.max_image_pixels,
         )
         write_table(featurized, layout.raw_features)
         staged = spark.read.parquet(layout.raw_features)
         good = featurized_rows(staged)
-        counts = {"listed": staged.count(), "featurized": good.count()}
-        counts["quarantined"] = counts["listed"] - counts["featurized"]
-        log.info("featurized %(featurized)d of %(listed)d images (%(quarantined)d quarantined)", counts)
+        write_table(quarantine_table(staged, listing, config.input.max_file_bytes), layout.errors)
+        errors = spark.read.parquet(layout.errors)
+        counts = {"listed": listing.file_count, "featurized": good.count(), "quarantined": errors.count()}
+        reasons = {r["reason"]: r["count"] for r in errors.groupBy("reason").count().collect()}
+        log.info("featurized %(featurized)d of %(listed)d files (%(quarantined)d quarantined)", counts)
+        if counts["featurized"] + counts["quarantined"] != counts["listed"]:
+            raise RuntimeError(f"accounting error: {counts} (a file was featurized and quarantined, or neither)")
 
-    with timer.stage("pca_fit", f"fitting PCA (k={config.pca.k})"):
-        pca_model = fit_pca(good, config.pca.k, rows=counts["featurized"])
-        variance = explained_variance(pca_model)
+    rejection = _rejection(counts, config.quarantine.max_fraction)
+    if rejection:
+        rejected = {
+            "run_id": layout.run_id,
+            "status": "rejected",
+            "reason": rejection,
+            "counts": counts,
+            "quarantine_reasons": reasons,
+            "outputs": {"errors": layout.errors},
+            "config": config.model_dump(mode="json"),
+        }
+        write_json(spark, layout.manifest, rejected)
+        raise QuarantineError(f"{rejection}; see {layout.errors} (run {layout.run_id} was not published)")
 
-    with timer.stage("write", "writing features, quarantine table and PCA model"):
-        write_table(good.transform(lambda df: project_features(df, pca_model)), layout.features)
-        write_table(quarantined_rows(staged), layout.errors)
-        write_pca_model(pca_model, layout.pca_model)
+    with timer.stage("pca_fit", f"fitting PCA (k={config.pca.k}, {config.pca.method})"):
+        fitted = fit_pca(good, config.pca.k, rows=counts["featurized"], method=config.pca.method)
+        variance = fitted.explained_variance
+
+    with timer.stage("write", "writing features and the PCA model"):
+        write_table(good.transform(lambda df: project_features(df, fitted.model)), layout.features)
+        write_pca_model(fitted.model, layout.pca_model)
         if not config.output.keep_raw_features:
             storage.delete_tree(spark, layout.raw_features)
 
@@ -115,10 +143,13 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
         "status": "complete",
         "config": config.model_dump(mode="json"),
         "counts": counts,
+        "quarantine_reasons": reasons,
         "pca": {
             "k": config.pca.k,
+            "method": fitted.method,
             "explained_variance": variance,
             "explained_variance_total": sum(variance),
+            "spectrum": fitted.spectrum,
         },
         "weights": {**payload.provenance, "broadcast_sha256": payload.sha256, "broadcast_bytes": payload.size_bytes},
         "model_builds": sorted(builds.value),
@@ -141,3 +172,12 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
     log.info("published run %s", layout.run_id)
     weights.unpersist()
     return RunResult(layout.run_id, layout.root, layout.features, manifest)
+
+
+def _rejection(counts: dict[str, int], max_fraction: float) -> str | None:
+    if counts["featurized"] == 0:
+        return f"nothing was featurized: all {counts['listed']} listed files were quarantined"
+    share = counts["quarantined"] / counts["listed"]
+    if share > max_fraction:
+        return f"{share:.1%} of the listed files were quarantined, over quarantine.max_fraction={max_fraction:.1%}"
+    return None

@@ -98,3 +98,27 @@ def test_normalize_location_keeps_object_store_uris():
     assert normalize_location("s3://bucket/a/b/") == "s3://bucket/a/b"
     assert normalize_location("file:///tmp/x/../y") == "file:///tmp/y"
     assert normalize_location("/tmp/with space") == "file:///tmp/with space"  # no %20: Hadoop reads it literally
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "spark: {conf: {spark.hadoop.fs.s3a.secret.key: abc}}",
+        "spark: {conf: {spark.hadoop.fs.s3a.access.key: abc}}",
+        "spark: {app_name: 'AKIAABCDEFGHIJKLMNOP'}",
+        "aws_session_token: xyz",
+    ],
+)
+def test_credentials_in_config_are_refused_without_echoing_them(tmp_path, extra):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, MINIMAL + extra + "\n"))
+    message = str(err.value)
+    assert "looks like a credential" in message
+    assert "abc" not in message and "xyz" not in message and "AKIAABCDEFGHIJKLMNOP" not in message
+
+
+def test_reliability_limits_are_validated(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL), ["quarantine.max_fraction=0.2", "input.max_file_bytes=1000"])
+    assert config.quarantine.max_fraction == 0.2 and config.input.max_file_bytes == 1000
+    with pytest.raises(ConfigError, match="quarantine.max_fraction"):
+        load_config(write(tmp_path, MINIMAL), ["quarantine.max_fraction=1.5"])

@@ -81,3 +81,33 @@ def test_list_images_on_the_generated_sample(spark, sample_dataset):
 def test_missing_input_is_a_clear_error(spark, tmp_path):
     with pytest.raises(InputError, match="cannot list images under .*nope"):
         list_images(spark, f"file://{tmp_path}/nope", ["jpg"])
+
+
+def test_hadoop_path_string_undoes_uri_escapes():
+    from fruitfeat.images import hadoop_path_string
+
+    assert hadoop_path_string("file:///d/Training/Apple%20Red/a.jpg") == "file:/d/Training/Apple Red/a.jpg"
+    assert hadoop_path_string("s3a://bucket/x/Apple%20Red/a.jpg") == "s3a://bucket/x/Apple Red/a.jpg"
+
+
+def test_listing_accounts_for_zero_byte_and_oversized_files(spark, tmp_path):
+    from fruitfeat.images import list_input
+
+    make_tree(
+        tmp_path,
+        {
+            "Training/Lime/ok.jpg": b"12345",
+            "Training/Lime/empty file.jpg": b"",
+            "Test/Lime/big.jpg": b"x" * 100,
+        },
+    )
+    listing = list_input(spark, f"file://{tmp_path}", ["jpg"], max_file_bytes=50)
+    assert listing.file_count == 3
+    assert sorted(r.path for r in listing.files.collect()) == sorted(
+        f"file:{tmp_path}/{p}" for p in ("Training/Lime/ok.jpg", "Training/Lime/empty file.jpg", "Test/Lime/big.jpg")
+    )
+    assert [r.path for r in listing.images.collect()] == [f"file:{tmp_path}/Training/Lime/ok.jpg"]
+    expected = spark.createDataFrame(
+        [(f"file:{tmp_path}/Test/Lime/big.jpg", "Lime", "Test", 100)], "path string, label string, split string, size long"
+    )
+    assert_df_equality(listing.oversized, expected, ignore_nullable=True)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from chispa import assert_approx_df_equality
 
-from fruitfeat.pca import PCAInputError, explained_variance, fit_pca, project_features
+from fruitfeat.pca import PCAInputError, fit_pca, project_features
 
 from .feature_frames import exploded_features
 
@@ -30,15 +30,17 @@ def numpy_pca(data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return components * signs, variance[:k]
 
 
-def test_pca_matches_numpy_svd(spark, frame, data):
+@pytest.mark.parametrize("method", ["covariance", "spark_ml"])
+def test_pca_matches_numpy_svd(spark, frame, data, method):
     k = 3
-    model = fit_pca(frame, k)
+    fitted = fit_pca(frame, k, method=method)
+    model = fitted.model
     components, variance = numpy_pca(data, k)
 
     spark_components = model.pc.toArray()
     signs = np.sign(spark_components[np.abs(components).argmax(axis=0), range(k)])
     np.testing.assert_allclose(spark_components * signs, components, atol=1e-6)
-    np.testing.assert_allclose(explained_variance(model), variance, rtol=1e-6)
+    np.testing.assert_allclose(fitted.explained_variance, variance, rtol=1e-6)
 
     # Spark ML projects the raw (uncentred) vectors onto the components.
     projected = data.astype(np.float64) @ (components * signs)
@@ -64,3 +66,15 @@ def test_k_is_checked_against_rows_and_dimension(spark, frame):
         fit_pca(frame.limit(5), 6)
     with pytest.raises(PCAInputError, match="no featurized rows"):
         fit_pca(frame.limit(0), 2)
+
+
+def test_covariance_fit_gives_the_whole_spectrum_and_a_loadable_model(spark, frame, data, tmp_path):
+    from pyspark.ml.feature import PCAModel
+
+    fitted = fit_pca(frame, 2)
+    _, variance = numpy_pca(data, 8)
+    np.testing.assert_allclose(fitted.spectrum, variance, rtol=1e-6, atol=1e-12)
+    fitted.model.write().save(str(tmp_path / "pca"))
+    loaded = PCAModel.load(str(tmp_path / "pca"))
+    assert loaded.getK() == 2
+    np.testing.assert_array_equal(loaded.pc.toArray(), fitted.model.pc.toArray())

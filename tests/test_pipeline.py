@@ -15,7 +15,7 @@ from .conftest import job_config
 @pytest.fixture(scope="module")
 def first_run(spark, sample_dataset, tmp_path_factory):
     output = tmp_path_factory.mktemp("out")
-    config = job_config(sample_dataset.root, output)
+    config = job_config(sample_dataset.root, output, output={"path": str(output), "keep_raw_features": True})
     return config, output, run_pipeline(config, spark)
 
 
@@ -49,7 +49,7 @@ def test_manifest_records_what_ran(first_run):
     assert manifest["versions"]["pyspark"].startswith("3.5.")
     # At most one build per Python worker; 0 when earlier tests left warm workers with this model.
     assert len(manifest["model_builds"]) <= 2
-    assert not (output / "runs" / result.run_id / "raw_features").exists()
+
 
 
 def test_pca_model_is_kept(spark, first_run):
@@ -102,3 +102,21 @@ def test_cli_rejects_a_bad_config_before_spark(tmp_path, capsys):
     assert run_main(["--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert str(config) in err and "pca.k" in err and "greater than or equal to 1" in err
+
+
+def test_explained_variance_matches_numpy_on_the_1280_features(spark, first_run):
+    """Guards the PCA fit itself: Spark ML's breeze SVD was seen to return a wrong spectrum here."""
+    config, _, result = first_run
+    raw = spark.read.parquet(f"{result.run_path}/raw_features").where("error_reason is null")
+    x = np.array([r.features for r in raw.select("features").collect()], dtype=np.float64)
+    assert x.shape == (18, 1280)
+    eigenvalues = np.linalg.eigvalsh(np.cov(x, rowvar=False))[::-1]
+    expected = np.abs(eigenvalues) / np.abs(eigenvalues).sum()
+    np.testing.assert_allclose(result.manifest["pca"]["explained_variance"], expected[: config.pca.k], rtol=1e-6)
+    np.testing.assert_allclose(result.manifest["pca"]["spectrum"][:10], expected[:10], rtol=1e-6)
+
+
+def test_raw_features_are_deleted_unless_kept(spark, sample_dataset, tmp_path):
+    result = run_pipeline(job_config(sample_dataset.root, tmp_path), spark)
+    assert not (tmp_path / "runs" / result.run_id / "raw_features").exists()
+    assert (tmp_path / "runs" / result.run_id / "features").exists()
