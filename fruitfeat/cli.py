@@ -1,4 +1,4 @@
-"""Command line: ``fruitfeat run|weights|sample-data`` (``jobs/run_pipeline.py`` is ``fruitfeat run``)."""
+"""Command line: ``fruitfeat run|runs|weights|sample-data`` (``jobs/run_pipeline.py`` is ``fruitfeat run``)."""
 
 from __future__ import annotations
 
@@ -71,11 +71,17 @@ def run_main(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run": run_main, "weights": _weights_main, "sample-data": _sample_data_main}
+    commands = {"run": run_main, "runs": _runs_main, "weights": _weights_main, "sample-data": _sample_data_main}
     if not argv or argv[0] not in commands:
         print(f"usage: fruitfeat {{{','.join(commands)}}} ...  (fruitfeat COMMAND --help)", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
+
+
+def _runs_main(argv: list[str]) -> int:
+    from fruitfeat.runs import main as runs_main
+
+    return runs_main(argv)
 
 
 def _weights_main(argv: list[str]) -> int:

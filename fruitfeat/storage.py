@@ -90,5 +90,16 @@ def delete_tree(spark: SparkSession, uri: str) -> None:
     fs.delete(path, True)
 
 
+def list_names(spark: SparkSession | None, uri: str) -> list[str]:
+    """Names of the entries directly below ``uri`` (empty if it does not exist)."""
+    local = local_path(uri)
+    if local is not None:
+        return sorted(p.name for p in local.iterdir()) if local.is_dir() else []
+    fs, path = _hadoop_fs(spark, uri)
+    if not fs.exists(path):
+        return []
+    return sorted(status.getPath().getName() for status in fs.listStatus(path))
+
+
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
