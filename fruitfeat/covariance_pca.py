@@ -143,22 +143,35 @@ def _merge_checked(a: Stats | None, b: Stats | None) -> Stats | None:
 # ------------------------------------------------------------------- driver side
 
 
+#: Above this many partials (13 MB each at d = 1280) they are merged on the executors, not the driver.
+MAX_COLLECTED_PARTIALS = 16
+
+
 def covariance_statistics(
-    df: DataFrame, input_col: str = "features", combine: Literal["collect", "tree"] = "collect", depth: int = 2
+    df: DataFrame,
+    input_col: str = "features",
+    combine: Literal["auto", "collect", "tree"] = "auto",
+    depth: int = 2,
 ) -> Stats | None:
     """``(n, mean, centred scatter)`` of the non-null rows of ``input_col``, or None without rows.
 
-    ``combine="collect"`` sends each partition's d x d partial to the driver and merges it there
-    (fastest measured on local[2]; the driver holds partitions x 13 MB). ``"tree"`` merges them on
-    the executors with ``treeReduce`` so the driver receives only a few: use it for inputs with
-    hundreds of partitions.
+    The input is first coalesced (no shuffle) to the cluster's parallelism: one d x d partial per
+    core instead of one per input file. ``combine="collect"`` merges the partials on the driver
+    (fastest measured on local[2]); ``"tree"`` merges them on the executors with ``treeReduce`` so
+    the driver receives only a few; ``"auto"`` collects up to ``MAX_COLLECTED_PARTIALS``.
     """
     column = F.col(input_col)
     if not isinstance(df.schema[input_col].dataType, T.ArrayType):
         from pyspark.ml.functions import vector_to_array
 
         column = vector_to_array(column, dtype="float64")
-    partials = df.select(column.alias("x")).mapInArrow(_partition_stats, _STATS_SCHEMA)
+    parallelism = max(1, df.sparkSession.sparkContext.defaultParallelism)
+    selected = df.select(column.alias("x"))
+    if selected.rdd.getNumPartitions() > parallelism:
+        selected = selected.coalesce(parallelism)
+    partials = selected.mapInArrow(_partition_stats, _STATS_SCHEMA)
+    if combine == "auto":
+        combine = "collect" if partials.rdd.getNumPartitions() <= MAX_COLLECTED_PARTIALS else "tree"
     if combine == "tree":
         rdd = partials.rdd.map(lambda row: _decode(row.n, row.dim, bytes(row.mean), bytes(row.scatter)))
         if rdd.getNumPartitions() == 0:
@@ -208,7 +221,7 @@ def pca_from_statistics(stats: Stats | None, k: int) -> CovariancePCAResult:
 
 
 def fit_covariance_pca(
-    df: DataFrame, k: int, input_col: str = "features", combine: Literal["collect", "tree"] = "collect"
+    df: DataFrame, k: int, input_col: str = "features", combine: Literal["auto", "collect", "tree"] = "auto"
 ) -> CovariancePCAResult:
     """Top-``k`` principal components of ``input_col`` (``array<float|double>`` or a ``Vector``).
 

@@ -93,3 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{verb} {run.status} run {run.run_id}")
         print(f"{verb} {len(removed)} run(s) older than {args.older_than:g} h", file=sys.stderr)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

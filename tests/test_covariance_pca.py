@@ -85,3 +85,16 @@ def test_sign_normalise_makes_largest_entry_positive():
     m = np.array([[0.1, -0.9], [-0.8, 0.3], [0.2, 0.1]])
     np.testing.assert_array_equal(sign_normalise(m), [[-0.1, 0.9], [0.8, -0.3], [-0.2, -0.1]])
     np.testing.assert_array_equal(sign_normalise(-m), sign_normalise(m))
+
+
+def test_many_small_partitions_never_flood_the_driver(spark, data):
+    """One 13 MB partial per input file would exhaust the driver: partitions are coalesced first."""
+    rows = [(i, [float(v) for v in row]) for i, row in enumerate(data)]
+    scattered = spark.createDataFrame(rows, "id long, features array<float>").repartition(150)
+    from fruitfeat.covariance_pca import covariance_statistics
+
+    n, mean, scatter = covariance_statistics(scattered)
+    assert n == ROWS
+    np.testing.assert_allclose(scatter / (n - 1), np.cov(data.astype(np.float64), rowvar=False), rtol=1e-9, atol=1e-9)
+    tree = covariance_statistics(scattered, combine="tree")
+    np.testing.assert_allclose(tree[2], scatter, rtol=1e-12)

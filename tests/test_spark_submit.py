@@ -97,3 +97,84 @@ def test_local_cluster_executors_get_the_broadcast_and_agree(local_run, tmp_path
     assert cluster.keys() == local.keys()
     x, y = aligned(local, cluster)
     np.testing.assert_allclose(y / np.abs(x).max(), x / np.abs(x).max(), atol=1e-4)
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process below ``pid``."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent:
+                found.append((child, commands.get(child, "")))
+                frontier.append(child)
+    return found
+
+
+def test_losing_an_executor_mid_featurization_changes_nothing(tmp_path, spark, random_weights_file):
+    import signal
+    import time
+
+    from fruitfeat.pipeline import run_pipeline
+    from fruitfeat.sample_data import generate_sample_dataset
+
+    from .conftest import job_config
+
+    data = generate_sample_dataset(tmp_path / "in", train_per_class=60, test_per_class=20)
+    config, output = write_config(tmp_path, data.root, random_weights_file, "killed")
+    text = config.read_text().replace(f"image_size: {TEST_IMAGE_SIZE}", "image_size: 96")
+    config.write_text(text)
+
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    command = [
+        str(SPARK_SUBMIT), "--master", "local-cluster[2,1,1024]",
+        "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
+        "--conf", "spark.sql.files.maxPartitionBytes=4194304",
+        str(REPO / "jobs/run_pipeline.py"), "--config", str(config),
+    ]
+    # spark-submit sends the Python driver's stderr to its stdout: both go to one file, never a pipe
+    # that nobody drains while the job runs.
+    log_path = tmp_path / "spark-submit.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        killed = None
+        deadline = time.monotonic() + 300
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            if "featurizing with MobileNetV2" in log_path.read_text():
+                executors = [p for p, cmd in descendants(proc.pid) if "CoarseGrainedExecutorBackend" in cmd]
+                # A task is running once an executor has spawned Python workers.
+                busy = [p for p in executors if any("pyspark" in cmd for _, cmd in descendants(p))]
+                if busy:
+                    killed = busy[0]
+                    os.kill(killed, signal.SIGKILL)
+            time.sleep(0.2)
+        proc.wait(timeout=600)
+    log = log_path.read_text()
+    assert killed is not None, "featurization ended before an executor could be killed"
+    assert proc.returncode == 0, log[-3000:]
+    assert "fruitfeat: published run" in log
+    assert "Lost executor" in log or "ExecutorLostFailure" in log or "exited" in log
+
+    reference_config = job_config(
+        data.root, tmp_path / "reference",
+        model={"weights": str(random_weights_file)},
+        featurize={"image_size": 96, "batch_size": 8, "arrow_batch_size": 8},
+    )
+    run_pipeline(reference_config, spark)
+    manifest, disturbed = published(output)
+    _, reference = published(tmp_path / "reference")
+    assert manifest["counts"]["featurized"] == len(data.files) == len(reference)
+    assert disturbed.keys() == reference.keys()
+    x, y = aligned(reference, disturbed)
+    np.testing.assert_allclose(y / np.abs(x).max(), x / np.abs(x).max(), atol=1e-4)
