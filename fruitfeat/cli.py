@@ -1,4 +1,8 @@
-"""Command line: ``fruitfeat run|runs|weights|sample-data`` (``jobs/run_pipeline.py`` is ``fruitfeat run``)."""
+"""Command line: ``fruitfeat run|predict|report|runs|weights|sample-data``.
+
+``jobs/run_pipeline.py`` is ``fruitfeat run``. Commands import their modules lazily so that
+``fruitfeat predict`` never pays for Spark.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,6 @@ import logging
 import sys
 
 from fruitfeat.config import ConfigError, load_config
-from fruitfeat.images import InputError
-from fruitfeat.model import WeightsError
-from fruitfeat.pca import PCAInputError
-
-#: Problems with the user's input or setup: reported in one line, without a traceback.
-USER_ERRORS = (InputError, WeightsError, PCAInputError)
 
 
 def _configure_logging() -> None:
@@ -46,11 +44,19 @@ def run_main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fruitfeat: {exc}", file=sys.stderr)
         return 2
-    from fruitfeat.pipeline import QuarantineError, run_pipeline  # after validation: Spark imports slowly
+    # After validation: Spark and TensorFlow import slowly.
+    from fruitfeat.classifier import ClassifierInputError
+    from fruitfeat.images import InputError
+    from fruitfeat.model import WeightsError
+    from fruitfeat.pca import PCAInputError
+    from fruitfeat.pca_selection import VarianceTargetError
+    from fruitfeat.pipeline import QuarantineError, run_pipeline
 
+    # Problems with the user's input or setup: reported in one line, without a traceback.
+    user_errors = (InputError, WeightsError, PCAInputError, VarianceTargetError, ClassifierInputError)
     try:
         result = run_pipeline(config)
-    except USER_ERRORS as exc:
+    except user_errors as exc:
         print(f"fruitfeat: error: {exc}", file=sys.stderr)
         return 1
     except QuarantineError as exc:
@@ -58,6 +64,7 @@ def run_main(argv: list[str] | None = None) -> int:
         return 3
     counts = result.manifest["counts"]
     pca = result.manifest["pca"]
+    recognition = result.manifest.get("recognition")
     print(
         f"fruitfeat: published run {result.run_id}\n"
         f"  features : {result.features_path}  ({counts['featurized']} rows, k={pca['k']}, "
@@ -66,16 +73,43 @@ def run_main(argv: list[str] | None = None) -> int:
         f"  manifest : {result.run_path}/manifest.json\n"
         f"  weights  : {result.manifest['weights'].get('source')}"
     )
+    if recognition and recognition["test"]:
+        test = recognition["test"]
+        print(
+            f"  classifier: {recognition['classifier']['chosen']} — Test top-1 {test['top1_accuracy']:.1%}, "
+            f"top-3 {test['top3_accuracy']:.1%}, macro-F1 {test['macro_f1']:.3f} on {test['rows']} photos"
+        )
+    if "report" in result.manifest["outputs"]:
+        print(f"  report   : {result.manifest['outputs']['report']}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run": run_main, "runs": _runs_main, "weights": _weights_main, "sample-data": _sample_data_main}
+    commands = {
+        "run": run_main,
+        "predict": _predict_main,
+        "report": _report_main,
+        "runs": _runs_main,
+        "weights": _weights_main,
+        "sample-data": _sample_data_main,
+    }
     if not argv or argv[0] not in commands:
         print(f"usage: fruitfeat {{{','.join(commands)}}} ...  (fruitfeat COMMAND --help)", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
+
+
+def _predict_main(argv: list[str]) -> int:
+    from fruitfeat.predict import main as predict_main
+
+    return predict_main(argv)
+
+
+def _report_main(argv: list[str]) -> int:
+    from fruitfeat.report import main as report_main
+
+    return report_main(argv)
 
 
 def _runs_main(argv: list[str]) -> int:

@@ -124,11 +124,51 @@ class FeaturizeConfig(_Section):
 
 
 class PCAConfig(_Section):
-    k: int = Field(default=50, ge=1, le=FEATURE_DIM, description="Number of principal components kept")
+    k: int | float = Field(
+        default=50,
+        description="Components kept: a count (1-1280), or a variance target in (0, 1] such as 0.95",
+    )
     method: Literal["covariance", "spark_ml"] = Field(
         default="covariance",
         description="covariance: one pass + numpy eigh (default); spark_ml: pyspark.ml.feature.PCA",
     )
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _not_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML reads `yes` as True, which would pass as the count 1
+            raise ValueError("must be a count or a variance target, not a boolean")
+        return value
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, value: int | float) -> int | float:
+        if isinstance(value, int):
+            if not 1 <= value <= FEATURE_DIM:
+                raise ValueError(f"a component count must be between 1 and {FEATURE_DIM}, got {value}")
+        elif not 0.0 < value <= 1.0:
+            raise ValueError(f"a variance target must be in (0, 1], got {value}")
+        return value
+
+
+class ClassifierConfig(_Section):
+    enabled: bool = Field(default=False, description="Train and evaluate the fruit classifier in the job")
+    candidates: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Models tried, best kept on validation; default: logistic regression x3 and an MLP",
+    )
+    validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    seed: int = 0
+    scatter_points_per_class: int = Field(default=200, ge=1, le=10_000)
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if value is not None:
+            from fruitfeat.classifier import candidates_from_config
+
+            candidates_from_config(value)  # raises ValueError naming the bad entry
+        return value
 
 
 class QuarantineConfig(_Section):
@@ -166,6 +206,7 @@ class JobConfig(_Section):
     featurize: FeaturizeConfig = FeaturizeConfig()
     pca: PCAConfig = PCAConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
     spark: SparkConfig = SparkConfig()
 
     @model_validator(mode="after")

@@ -39,8 +39,14 @@ class PCAInputError(ValueError):
 class FittedPCA:
     model: PCAModel
     method: str
-    #: Explained variance ratio of every component (all d), when the method computes it.
+    #: Explained variance ratio of every component (all d for covariance, min(d, rows) for spark_ml).
     spectrum: list[float] | None = None
+    #: The variance target k was chosen for, when pca.k was given as a fraction.
+    variance_target: float | None = None
+
+    @property
+    def k(self) -> int:
+        return self.model.getK()
 
     @property
     def explained_variance(self) -> list[float]:
@@ -70,23 +76,43 @@ def _check(k: int, dim: int, rows: int) -> None:
 
 
 def fit_pca(
-    df: DataFrame, k: int, input_col: str = "features", rows: int | None = None, method: PCAMethod = "covariance"
+    df: DataFrame,
+    k: int | float,
+    input_col: str = "features",
+    rows: int | None = None,
+    method: PCAMethod = "covariance",
 ) -> FittedPCA:
-    """Fit on an ``array<float>`` column. Both methods read the input more than once:
-    it should be cached or freshly read from Parquet, never a featurization plan."""
+    """Fit on an ``array<float>`` column; ``k`` is a count, or a variance target such as 0.95.
+
+    Both methods read the input more than once: it should be cached or freshly read from Parquet,
+    never a featurization plan."""
+    from fruitfeat.pca_selection import resolve_k
+
     rows = df.count() if rows is None else rows
     if rows == 0:
         raise PCAInputError("no featurized rows to fit PCA on")
-    _check(k, len(df.select(input_col).head()[0]), rows)
+    dim = len(df.select(input_col).head()[0])
+    target = None if isinstance(k, int) else float(k)
+    if target is None:
+        _check(k, dim, rows)
     if method == "covariance":
-        from fruitfeat.covariance_pca import fit_covariance_pca
+        from fruitfeat.covariance_pca import covariance_statistics, pca_from_statistics
 
-        result = fit_covariance_pca(df, k, input_col)
+        stats = covariance_statistics(df, input_col)
+        spectrum = [float(v) for v in pca_from_statistics(stats, 1).spectrum]
+        k = resolve_k(k, spectrum)
+        _check(k, dim, rows)
+        result = pca_from_statistics(stats, k)
         model = pca_model_from_components(df.sparkSession, result.components, result.explained_variance)
-        return FittedPCA(model, method, [float(v) for v in result.spectrum])
+        return FittedPCA(model, method, spectrum, target)
     if method == "spark_ml":
         vectors = df.select(array_to_vector(input_col).alias(_VECTOR))
-        return FittedPCA(PCA(k=k, inputCol=_VECTOR, outputCol=_PROJECTED).fit(vectors), method)
+        spectrum = None
+        if target is not None:  # the full spectrum first, then the chosen k
+            full = PCA(k=min(dim, rows), inputCol=_VECTOR, outputCol=_PROJECTED).fit(vectors)
+            spectrum = [float(v) for v in full.explainedVariance.toArray()]
+            k = resolve_k(target, spectrum)
+        return FittedPCA(PCA(k=k, inputCol=_VECTOR, outputCol=_PROJECTED).fit(vectors), method, spectrum, target)
     raise PCAInputError(f"unknown PCA method {method!r}")
 
 

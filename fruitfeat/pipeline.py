@@ -16,12 +16,15 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from fruitfeat import __version__, storage
-from fruitfeat.config import JobConfig
+from fruitfeat.classifier import candidates_from_config
+from fruitfeat.config import JobConfig, local_path
 from fruitfeat.featurize import featurize_images, featurized_rows, model_build_log
 from fruitfeat.images import InputError, list_input
 from fruitfeat.model import resolve_weights
 from fruitfeat.pca import fit_pca, project_features
 from fruitfeat.quarantine import quarantine_table
+from fruitfeat.recognition import RecognitionSettings, run_recognition
+from fruitfeat.report import render_report
 from fruitfeat.session import build_spark_session
 from fruitfeat.writer import RunLayout, new_run_id, publish, write_json, write_pca_model, write_table
 
@@ -131,12 +134,36 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
     with timer.stage("pca_fit", f"fitting PCA (k={config.pca.k}, {config.pca.method})"):
         fitted = fit_pca(good, config.pca.k, rows=counts["featurized"], method=config.pca.method)
         variance = fitted.explained_variance
+        if fitted.variance_target is not None:
+            log.info("k=%d components reach the variance target %.1f%%", fitted.k, 100 * fitted.variance_target)
 
     with timer.stage("write", "writing features and the PCA model"):
         write_table(good.transform(lambda df: project_features(df, fitted.model)), layout.features)
         write_pca_model(fitted.model, layout.pca_model)
         if not config.output.keep_raw_features:
             storage.delete_tree(spark, layout.raw_features)
+
+    weights_section = {**payload.provenance, "broadcast_sha256": payload.sha256, "broadcast_bytes": payload.size_bytes}
+    recognition = None
+    if config.classifier.enabled:
+        with timer.stage("recognition", "training and evaluating the fruit classifier"):
+            recognition = run_recognition(
+                spark,
+                spark.read.parquet(layout.features),
+                fitted.model,
+                layout.root,
+                image_size=config.featurize.image_size,
+                weights=weights_section,
+                variance_all=fitted.spectrum or variance,
+                chosen_k=fitted.k,
+                variance_target=fitted.variance_target,
+                settings=RecognitionSettings(
+                    candidates_from_config(config.classifier.candidates),
+                    config.classifier.validation_fraction,
+                    config.classifier.seed,
+                    config.classifier.scatter_points_per_class,
+                ),
+            )
 
     manifest = {
         "run_id": layout.run_id,
@@ -145,13 +172,15 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
         "counts": counts,
         "quarantine_reasons": reasons,
         "pca": {
-            "k": config.pca.k,
+            "k": fitted.k,
+            "variance_target": fitted.variance_target,
             "method": fitted.method,
             "explained_variance": variance,
             "explained_variance_total": sum(variance),
             "spectrum": fitted.spectrum,
         },
-        "weights": {**payload.provenance, "broadcast_sha256": payload.sha256, "broadcast_bytes": payload.size_bytes},
+        "weights": weights_section,
+        "recognition": recognition,
         "model_builds": sorted(builds.value),
         "outputs": {
             "features": layout.features,
@@ -168,7 +197,12 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
     }
     manifest["stage_seconds"] = dict(timer.seconds)
     write_json(spark, layout.manifest, manifest)
-    publish(spark, layout, {"counts": counts, "k": config.pca.k})
+    if recognition is not None and local_path(layout.root) is not None:
+        manifest["outputs"]["report"] = str(render_report(layout.root))
+    summary = {"counts": counts, "k": fitted.k}
+    if recognition and recognition["test"]:
+        summary["top1_accuracy"] = recognition["test"]["top1_accuracy"]
+    publish(spark, layout, summary)
     log.info("published run %s", layout.run_id)
     weights.unpersist()
     return RunResult(layout.run_id, layout.root, layout.features, manifest)

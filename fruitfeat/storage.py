@@ -17,6 +17,9 @@ from pyspark.sql import SparkSession
 
 from fruitfeat.config import local_path
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def _hadoop_fs(spark: SparkSession, uri: str):
     jvm = spark.sparkContext._jvm
@@ -47,6 +50,7 @@ def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
     if local is not None:
         local.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files: colleagues must read manifests too
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

@@ -40,7 +40,8 @@ def test_defaults_and_normalised_paths(tmp_path, monkeypatch):
 
 def test_overrides_are_typed_and_validated(tmp_path):
     config = load_config(write(tmp_path, MINIMAL), ["pca.k=7", "spark.conf.spark.foo=1", "model.weights=random"])
-    assert config.pca.k == 7
+    assert config.pca.k == 7 and isinstance(config.pca.k, int)
+    assert load_config(write(tmp_path, MINIMAL), ["pca.k=0.95"]).pca.k == 0.95
     assert config.model.weights == "random"
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, MINIMAL), ["featurize.image_size=big"])
@@ -56,8 +57,11 @@ def test_overrides_nest_new_sections():
 @pytest.mark.parametrize(
     ("extra", "field", "reason"),
     [
-        ("pca: {k: 0}", "pca.k", "greater than or equal to 1"),
-        ("pca: {k: 2000}", "pca.k", "less than or equal to 1280"),
+        ("pca: {k: 0}", "pca.k", "between 1 and 1280, got 0"),
+        ("pca: {k: 2000}", "pca.k", "between 1 and 1280, got 2000"),
+        ("pca: {k: 1.5}", "pca.k", "variance target must be in (0, 1]"),
+        ("pca: {k: yes}", "pca.k", "not a boolean"),
+        ("classifier: {candidates: [{family: svm}]}", "classifier.candidates", "svm"),
         ("featurize: {image_size: 8}", "featurize.image_size", "greater than or equal to 32"),
         ("pca: {kk: 3}", "pca.kk", "unknown key"),
         ("model: {weights: /tmp/w.h5}", "model.weights", "ending in .weights.h5"),

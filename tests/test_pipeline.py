@@ -101,7 +101,7 @@ def test_cli_rejects_a_bad_config_before_spark(tmp_path, capsys):
     config.write_text("input: {path: in}\noutput: {path: out}\npca: {k: 0}\n")
     assert run_main(["--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert str(config) in err and "pca.k" in err and "greater than or equal to 1" in err
+    assert str(config) in err and "pca.k" in err and "between 1 and 1280, got 0" in err
 
 
 def test_explained_variance_matches_numpy_on_the_1280_features(spark, first_run):
@@ -120,3 +120,30 @@ def test_raw_features_are_deleted_unless_kept(spark, sample_dataset, tmp_path):
     result = run_pipeline(job_config(sample_dataset.root, tmp_path), spark)
     assert not (tmp_path / "runs" / result.run_id / "raw_features").exists()
     assert (tmp_path / "runs" / result.run_id / "features").exists()
+
+
+def test_recognition_outputs_and_variance_target_k(spark, sample_dataset, tmp_path):
+    from fruitfeat.pca_selection import choose_k
+
+    config = job_config(
+        sample_dataset.root, tmp_path, pca={"k": 0.9}, classifier={"enabled": True, "validation_fraction": 0.25}
+    )
+    result = run_pipeline(config, spark)
+    run = tmp_path / "runs" / result.run_id
+    manifest = json.loads((run / "manifest.json").read_text())
+    pca = manifest["pca"]
+    assert pca["variance_target"] == 0.9 and pca["k"] == choose_k(pca["spectrum"], 0.9)
+    assert len(pca["explained_variance"]) == pca["k"] and sum(pca["explained_variance"]) >= 0.9 - 1e-9
+    assert {len(r.features) for r in spark.read.parquet(result.features_path).collect()} == {pca["k"]}
+
+    recognition = manifest["recognition"]
+    assert recognition["test"]["rows"] == 6 and 0 <= recognition["test"]["top1_accuracy"] <= 1
+    assert recognition["classifier"]["classes"] == 3 and len(recognition["classifier"]["candidates"]) == 4
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["test"]["confusion_matrix"]) == 3
+    for name in ("explained_variance", "pca_scatter", "confusion_matrix"):
+        png = (run / "plots" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000
+    assert (run / "predictor.npz").stat().st_size > 0
+    assert "data:image/png;base64," in (run / "report.html").read_text()
+    assert json.loads((tmp_path / "_LATEST").read_text())["top1_accuracy"] == recognition["test"]["top1_accuracy"]

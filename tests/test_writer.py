@@ -42,3 +42,15 @@ def test_publish_marks_the_run_then_points_latest_at_it(spark, tmp_path):
     publish(spark, RunLayout(layout.output, "R2"), {"k": 4})
     assert read_latest(spark, layout.output)["run_id"] == "R2"
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic rename left no temporary file
+
+
+def test_small_files_follow_the_umask_not_mkstemps_0600(spark, tmp_path):
+    import os
+    import stat
+
+    from fruitfeat import storage
+
+    storage.write_text(spark, f"file://{tmp_path}/m.json", "{}")
+    mode = stat.S_IMODE((tmp_path / "m.json").stat().st_mode)
+    assert mode == 0o666 & ~storage._UMASK and mode & stat.S_IRGRP == (0o040 & ~storage._UMASK)
+    assert (tmp_path / "m.json").read_text() == "{}" and os.listdir(tmp_path) == ["m.json"]

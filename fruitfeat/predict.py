@@ -1,0 +1,286 @@
+"""``fruitfeat predict PHOTO [PHOTO ...]``: the top-3 fruit classes of photos, with the published run.
+
+Why no SparkSession: starting a JVM costs more than the whole prediction. The run's
+``predictor.npz`` holds the PCA and the classifier as numpy arrays (:mod:`fruitfeat.predictor`);
+MobileNetV2 is rebuilt from the very weights the run used (its manifest says which) and runs once,
+through one ``tf.function`` call for all photos. Photos are decoded exactly as on the executors
+(:func:`fruitfeat.decode.decode_image`), so any size, mode, orientation or PNG works. A photo that
+cannot be read is reported on stderr in one line and the others are still predicted; the exit code
+is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fruitfeat.decode import ImageDecodeError, decode_image
+from fruitfeat.predictor import PREDICTOR_FILE, Predictor, PredictorError, load_predictor
+
+DEFAULT_OUTPUT = "data/output"
+LATEST = "_LATEST"
+REMOTE_PREFIXES = ("s3://", "s3a://", "s3n://")
+TOP = 3
+
+
+class PredictSetupError(RuntimeError):
+    """The run, its predictor or its weights cannot be used; stops before any photo is predicted."""
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    photo: str
+    top: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+
+# ----------------------------------------------------------------- the run
+
+
+def _local(uri: str, what: str) -> Path:
+    if uri.startswith(REMOTE_PREFIXES):
+        raise PredictSetupError(f"{what} {uri} is on S3: copy the run locally and pass --run DIR")
+    return Path(uri.removeprefix("file://"))
+
+
+def resolve_run_dir(output: str | None = None, run: str | None = None) -> Path:
+    """``--run`` as given, else the run that ``<output>/_LATEST`` publishes."""
+    if run:
+        path = _local(run, "run")
+        if not path.is_dir():
+            raise PredictSetupError(f"run directory {path} does not exist")
+        return path
+    latest = _local(output or DEFAULT_OUTPUT, "output") / LATEST
+    try:
+        pointer = json.loads(latest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PredictSetupError(f"{latest} does not exist: no published run (make run-local) or pass --run") from None
+    except json.JSONDecodeError as exc:
+        raise PredictSetupError(f"{latest} is not valid JSON ({exc})") from None
+    return _local(pointer["path"], "published run")
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "manifest.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def weights_info(manifest: dict[str, Any] | None, predictor: Predictor) -> dict[str, Any]:
+    """The run manifest's ``weights`` section; the copy inside the predictor if there is no manifest."""
+    if manifest and manifest.get("weights"):
+        return dict(manifest["weights"])
+    return dict(predictor.weights)
+
+
+# ------------------------------------------------------------------ photos
+
+
+def read_photo(path: str, image_size: int) -> np.ndarray:
+    """The network input of one photo, or ``ImageDecodeError`` with a one-line reason."""
+    file = Path(path)
+    if not file.exists():
+        raise ImageDecodeError("missing_file", "no such file")
+    if file.is_dir():
+        raise ImageDecodeError("not_a_file", "is a directory")
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError("unreadable_file", exc.strerror or str(exc)) from None
+    return decode_image(data, image_size)
+
+
+def read_photos(paths: Sequence[str], image_size: int) -> tuple[dict[int, np.ndarray], dict[int, PhotoResult]]:
+    """Decoded photos and failures (with their reason), keyed by position in ``paths``."""
+    decoded, failed = {}, {}
+    for position, path in enumerate(paths):
+        try:
+            decoded[position] = read_photo(path, image_size)
+        except ImageDecodeError as exc:
+            failed[position] = PhotoResult(path, error=f"{exc.reason.replace('_', ' ')}: {exc.message}")
+    return decoded, failed
+
+
+# ------------------------------------------------------------------ network
+
+
+#: Lines TensorFlow's C++ runtime writes to fd 2 before any setting can silence them (README "Notes").
+TF_NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
+
+
+@contextmanager
+def tensorflow_noise_filtered() -> Iterator[None]:
+    """Hold fd 2 in a temporary file while TensorFlow starts, then replay it without the known noise.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` does not reach the oneDNN notice printed at import and at the first
+    graph run; anything else written meanwhile (a real error, a traceback) is still shown.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not any(noise in line for noise in TF_NOISE)]
+            sys.stderr.write("".join(kept))
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def weights_file(info: dict[str, Any], override: str | None) -> Path | None:
+    """The local weights file to load (None for 'random'/'imagenet'), checked against the run's sha256."""
+    if override is None and "uri" not in info:
+        return None
+    path = Path(override) if override else _local(str(info["uri"]), "the run's weights file (use --weights FILE)")
+    if not path.is_file():
+        raise PredictSetupError(f"weights file {path} does not exist (pass --weights FILE)")
+    expected = info.get("file_sha256")
+    if expected and _sha256(path) != expected:
+        raise PredictSetupError(
+            f"weights file {path} is not the one the run used (sha256 differs from {expected[:12]}…): "
+            "its features would not match the classifier"
+        )
+    return path
+
+
+def build_network(info: dict[str, Any], image_size: int, override: str | None = None):
+    """MobileNetV2 (no top, average-pooled) with the run's weights."""
+    from fruitfeat.model import build_backbone
+
+    path = weights_file(info, override)
+    _quiet_tensorflow()
+    import keras
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if path is not None:
+            model = build_backbone(image_size)
+            try:
+                model.load_weights(str(path))
+            except Exception as exc:  # Keras raises ValueError/KeyError/OSError for unfit files
+                raise PredictSetupError(f"cannot load {path} into MobileNetV2: {type(exc).__name__}: {exc}") from None
+            return model
+        source = info.get("source")
+        if source == "random":
+            keras.utils.set_random_seed(int(info.get("seed", 0)))  # as fruitfeat.model.resolve_weights
+            return build_backbone(image_size)
+        if source == "imagenet":
+            return build_backbone(image_size, weights="imagenet")
+    raise PredictSetupError(f"the run's weights ({source!r}) cannot be rebuilt here: pass --weights FILE")
+
+
+def feature_extractor(model, image_size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 NHWC -> float32 (N, 1280), MobileNetV2 preprocessing inside the graph as on the executors."""
+    import keras
+    import tensorflow as tf
+
+    preprocess = keras.applications.mobilenet_v2.preprocess_input
+
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)])
+    def infer(images):
+        return model(preprocess(tf.cast(images, tf.float32)), training=False)
+
+    return lambda images: infer(tf.constant(images)).numpy()
+
+
+# ---------------------------------------------------------------- predict
+
+
+def predict_photos(
+    photos: Sequence[str], run_dir: Path, weights_override: str | None = None
+) -> list[PhotoResult]:
+    """Top-3 ``(label, probability)`` per photo, in argument order; unreadable photos carry ``error``."""
+    try:
+        predictor = load_predictor(run_dir / PREDICTOR_FILE)
+    except PredictorError as exc:
+        raise PredictSetupError(str(exc)) from None
+    decoded, results = read_photos(photos, predictor.image_size)
+    if decoded:
+        info = weights_info(read_manifest(run_dir), predictor)
+        with tensorflow_noise_filtered():
+            network = build_network(info, predictor.image_size, weights_override)
+            features = feature_extractor(network, predictor.image_size)(np.stack(list(decoded.values())))
+        for position, top in zip(decoded, predictor.top(predictor.predict_features(features), TOP)):
+            results[position] = PhotoResult(photos[position], top)
+    return [results[position] for position in range(len(photos))]
+
+
+def format_result(result: PhotoResult) -> str:
+    """``photo.jpg: Banana 97.1% | Lime 1.8% | Kiwi 0.6%``."""
+    return f"{result.photo}: " + " | ".join(f"{label} {probability:.1%}" for label, probability in result.top)
+
+
+def _json_document(run_dir: Path, results: Sequence[PhotoResult]) -> str:
+    return json.dumps(
+        {
+            "run": str(run_dir),
+            "predictions": [
+                {"photo": r.photo, "top3": [{"label": label, "probability": p} for label, p in r.top]}
+                for r in results
+                if r.error is None
+            ],
+            "errors": [{"photo": r.photo, "error": r.error} for r in results if r.error is not None],
+        },
+        indent=2,
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fruitfeat predict", description="Top-3 fruit classes of photos, with the published run's classifier."
+    )
+    parser.add_argument("photos", nargs="+", metavar="PHOTO", help="image files (JPEG, PNG, any size or mode)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--output", help=f"output directory whose _LATEST names the run (default {DEFAULT_OUTPUT})")
+    where.add_argument("--run", help="a run directory (runs/<run_id>) instead of the published one")
+    parser.add_argument("--weights", help="local copy of the run's .weights.h5 (e.g. when the manifest names S3)")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout instead of lines")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        run_dir = resolve_run_dir(args.output, args.run)
+        results = predict_photos(args.photos, run_dir, args.weights)
+    except PredictSetupError as exc:
+        print(f"fruitfeat predict: error: {exc}", file=sys.stderr)
+        return 1
+    for result in results:
+        if result.error is not None:
+            print(f"fruitfeat predict: error: {result.photo}: {result.error}", file=sys.stderr)
+        elif not args.json:
+            print(format_result(result))
+    if args.json:
+        print(_json_document(run_dir, results))
+    return 1 if any(result.error for result in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
