@@ -24,7 +24,7 @@ from fruitfeat.model import resolve_weights
 from fruitfeat.pca import fit_pca, project_features
 from fruitfeat.quarantine import quarantine_table
 from fruitfeat.recognition import RecognitionSettings, run_recognition
-from fruitfeat.report import render_report
+from fruitfeat.report import REPORT_FILE, render_report
 from fruitfeat.session import build_spark_session
 from fruitfeat.writer import RunLayout, new_run_id, publish, write_json, write_pca_model, write_table
 
@@ -196,9 +196,12 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
         "versions": _versions(spark),
     }
     manifest["stage_seconds"] = dict(timer.seconds)
+    make_report = recognition is not None and local_path(layout.root) is not None
+    if make_report:
+        manifest["outputs"]["report"] = storage.join(layout.root, REPORT_FILE)
     write_json(spark, layout.manifest, manifest)
-    if recognition is not None and local_path(layout.root) is not None:
-        manifest["outputs"]["report"] = str(render_report(layout.root))
+    if make_report:
+        render_report(layout.root)  # reads the manifest just written
     summary = {"counts": counts, "k": fitted.k}
     if recognition and recognition["test"]:
         summary["top1_accuracy"] = recognition["test"]["top1_accuracy"]

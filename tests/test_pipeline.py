@@ -146,4 +146,5 @@ def test_recognition_outputs_and_variance_target_k(spark, sample_dataset, tmp_pa
         assert png.startswith(b"\x89PNG") and len(png) > 5000
     assert (run / "predictor.npz").stat().st_size > 0
     assert "data:image/png;base64," in (run / "report.html").read_text()
+    assert manifest["outputs"]["report"] == f"{result.run_path}/report.html"
     assert json.loads((tmp_path / "_LATEST").read_text())["top1_accuracy"] == recognition["test"]["top1_accuracy"]
