@@ -293,6 +293,9 @@ def train_classifier(
         train_df.where(F.col(features_col).isNotNull() & F.col(label_col).isNotNull())
         .transform(lambda df: with_validation_flag(df, validation_fraction, seed, label_col, key_col))
         .select(array_to_vector(features_col).alias(_VEC), label_index(labels, label_col), _IS_VALIDATION)
+        # The window above leaves spark.sql.shuffle.partitions (200) partitions, and adaptive execution
+        # does not coalesce cached plans: every optimizer iteration would run 200 tiny tasks.
+        .coalesce(max(1, train_df.sparkSession.sparkContext.defaultParallelism))
         .persist()
     )
     try:
