@@ -28,20 +28,10 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from fruitfeat import __version__
 from fruitfeat.config import ConfigError, JobConfig, load_config
+from fruitfeat.regions import EU_REGIONS, RegionError, check_region
 
 log = logging.getLogger(__name__)
 
-#: Regions whose data stays in the EU (the CloudFormation template's Rules list the same ones).
-EU_REGIONS: tuple[str, ...] = (
-    "eu-west-1",
-    "eu-west-2",
-    "eu-west-3",
-    "eu-central-1",
-    "eu-central-2",
-    "eu-north-1",
-    "eu-south-1",
-    "eu-south-2",
-)
 DEFAULT_REGION = "eu-west-1"
 #: EMR 7.12: Spark 3.5.6, Python 3.11 on the nodes, Java 17.
 DEFAULT_RELEASE_LABEL = "emr-7.12.0"
@@ -69,23 +59,6 @@ STACK_OUTPUTS = {
 
 class EmrError(RuntimeError):
     """A problem the person submitting can fix; reported in one line by the CLI."""
-
-
-class RegionError(EmrError):
-    """A region outside the EU was asked for."""
-
-
-# ------------------------------------------------------------------ guards
-
-
-def check_region(region: str | None) -> str:
-    """The region itself if it is an EU region; personal data must not leave the EU."""
-    if region not in EU_REGIONS:
-        raise RegionError(
-            f"region {region!r} is not allowed: fruitfeat processes personal data and runs only in the EU "
-            f"({', '.join(EU_REGIONS)})"
-        )
-    return region
 
 
 def check_bucket_region(s3_client: BaseClient, bucket: str) -> str:
@@ -538,9 +511,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "fruitfeat.emr: no AWS credentials: use AWS_PROFILE (aws sso login), the environment or an instance profile"
         )
         return 2
-    except (EmrError, TimeoutError) as exc:
+    except (EmrError, RegionError, TimeoutError) as exc:
         _echo(f"fruitfeat.emr: {exc}")
-        return 2 if isinstance(exc, EmrError) else 1
+        return 2 if isinstance(exc, (EmrError, RegionError)) else 1
     except (ClientError, BotoCoreError) as exc:
         _echo(f"fruitfeat.emr: AWS error: {exc}")
         return 1

@@ -36,10 +36,9 @@ def read_bytes(spark: SparkSession, uri: str) -> bytes:
         raise FileNotFoundError(uri)
     stream = fs.open(path)
     try:
-        length = fs.getFileStatus(path).getLen()
-        buffer = spark.sparkContext._gateway.new_array(spark.sparkContext._jvm.byte, length)
-        stream.readFully(0, buffer)
-        return bytes(buffer)
+        # Not readFully into gateway.new_array(byte, n): py4j hands Python a copy of a byte[], so the
+        # JVM would fill an array Python never sees (all zeros). A returned byte[] arrives as bytes.
+        return bytes(stream.readAllBytes())
     finally:
         stream.close()
 

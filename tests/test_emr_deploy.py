@@ -512,6 +512,7 @@ def _job_files(tmp_path: Path, bucket: str) -> list[str]:
                 "input": {"path": f"s3://{bucket}/fruits-360/"},
                 "output": {"path": f"s3://{bucket}/fruitfeat/"},
                 "model": {"weights": f"s3://{bucket}/weights/mobilenetv2_notop.weights.h5"},
+                "s3": {"region": REGION},  # the emr profile requires an EU region
             }
         )
     )
