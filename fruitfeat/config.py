@@ -98,6 +98,13 @@ class ModelConfig(_Section):
         description="'imagenet' (Keras download), 'random' (tests only) or a path/URI to a .weights.h5 file",
     )
     seed: int = Field(default=0, description="Seed of the 'random' weights")
+    # onnxruntime by default: faster than tensorflow in every benchmark run on the same cores (1.3-2x
+    # end to end, noisy machine) and workers never import TensorFlow (docs/benchmarks.md). The Keras weights stay the source of truth: the
+    # driver converts the model built from them to ONNX once per run.
+    runtime: Literal["tensorflow", "onnxruntime"] = Field(
+        default="onnxruntime",
+        description="Inference engine of the Python workers: onnxruntime (default) or tensorflow",
+    )
 
     @field_validator("weights")
     @classmethod
@@ -119,7 +126,14 @@ class FeaturizeConfig(_Section):
         default=64, ge=1, le=100_000, description="Rows per Arrow batch sent to a Python worker"
     )
     intra_op_threads: int = Field(
-        default=1, ge=0, le=256, description="TensorFlow threads per Python worker (0: TensorFlow decides)"
+        default=1, ge=0, le=256, description="Inference threads per Python worker (0: the runtime decides)"
+    )
+    partitions_per_core: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Repartition the listing into this many partitions per core before featurizing "
+        "(0: keep the listing's file splits)",
     )
 
 
@@ -198,6 +212,39 @@ class SparkConfig(_Section):
         return value
 
 
+class S3Config(_Section):
+    """How Spark reaches S3 through S3A (``s3a://``); EMRFS (``s3://`` on EMR) needs none of it.
+
+    No credentials here: S3A's default chain reads them from the environment or the instance profile.
+    """
+
+    endpoint: str | None = Field(default=None, description="e.g. http://127.0.0.1:5000 (moto, MinIO); None: AWS")
+    path_style_access: bool = Field(default=False, description="bucket in the URL path, not the host (moto, MinIO)")
+    region: str | None = Field(default=None, description="Region of the buckets; the emr profile requires an EU one")
+    jars_dir: str | None = Field(
+        default=None,
+        description="hadoop-aws + aws-java-sdk-bundle jars added to spark.jars for s3a:// "
+        "(default $FRUITFEAT_S3A_JARS; `make s3a-jars`); only when Python starts the JVM",
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlparse(value.strip())
+        if parsed.username or parsed.password:  # checked first so the value is never echoed
+            raise ValueError("must not contain credentials")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.strip().rstrip("/")
+
+    @field_validator("jars_dir")
+    @classmethod
+    def _jars_dir(cls, value: str | None) -> str | None:
+        return str(Path(value).expanduser().resolve()) if value else None
+
+
 class JobConfig(_Section):
     profile: Literal["local", "emr"] = Field(default="local", description="'emr' turns on the cluster guards")
     input: InputConfig
@@ -208,6 +255,7 @@ class JobConfig(_Section):
     quarantine: QuarantineConfig = QuarantineConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     spark: SparkConfig = SparkConfig()
+    s3: S3Config = S3Config()
 
     @model_validator(mode="after")
     def _profile_guards(self) -> JobConfig:
@@ -217,7 +265,20 @@ class JobConfig(_Section):
             for name, location in (("input.path", self.input.path), ("output.path", self.output.path)):
                 if not is_remote(location):
                     raise ValueError(f"{name} must be an s3:// URI in the emr profile, got {location!r}")
+            _check_eu_region(self.s3.region)
         return self
+
+
+def _check_eu_region(region: str | None) -> None:
+    """The photos, their EXIF and their file names are personal data: a cluster run stays in the EU."""
+    if region is None:
+        raise ValueError("s3.region must name the EU region of the buckets in the emr profile (e.g. eu-west-1)")
+    from fruitfeat.regions import RegionError, check_region
+
+    try:
+        check_region(region)
+    except RegionError as exc:
+        raise ValueError(f"s3.region: {exc}") from None
 
 
 #: Keys that hold secrets: credentials come from the environment or the instance profile, never a file.
@@ -302,5 +363,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> JobConf
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
-    source = str(path) + (f" (with --set {' '.join(overrides)})" if overrides else "")
+    # Name the overridden keys, never their values: a value given on the command line may be a secret.
+    keys = [item.partition("=")[0] for item in overrides or []]
+    source = str(path) + (f" (with --set {', '.join(keys)})" if keys else "")
     return config_from_dict(apply_overrides(data, list(overrides or [])), source)

@@ -101,12 +101,18 @@ def featurize_images(
     intra_op_threads: int = 1,
     build_log: Accumulator | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    partitions: int = 0,
 ) -> DataFrame:
     """``path, label, split, content`` -> ``path, label, split, size, features, error_reason, error_message``.
 
     ``features`` is null exactly when ``error_reason`` says why the image was not featurized.
+    ``partitions`` > 0 spreads the listing evenly over that many partitions first (a round-robin
+    shuffle of the compressed bytes): ``binaryFile`` packs files into splits by bytes, which with
+    small images leaves a few large tasks and idle cores at the end.
     """
     featurize = make_featurize_udf(weights, batch_size, intra_op_threads, build_log, max_pixels)
+    if partitions > 0:
+        images = images.repartition(partitions)
     return images.select(
         "path",
         "label",

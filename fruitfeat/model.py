@@ -4,6 +4,11 @@ The driver resolves the weights source (ImageNet download, a weights file on dis
 for tests), serializes the weight tensors once and broadcasts them. Executors rebuild the
 architecture with ``weights=None`` and load the broadcast tensors: they never touch the network or
 the weights file, and each Python worker builds the model once and reuses it for every task.
+
+Two runtimes (``model.runtime``): ``tensorflow`` broadcasts the ``.npz`` of the weight tensors and
+workers rebuild the Keras model; ``onnxruntime`` converts the Keras model (still built from the same
+weights, which stay the source of truth) to ONNX once on the driver and broadcasts that model, and
+workers run it with ONNX Runtime without importing TensorFlow (fruitfeat/onnx_export.py).
 """
 
 from __future__ import annotations
@@ -45,14 +50,27 @@ def build_backbone(image_size: int, weights: str | None = None):
     )
 
 
+RUNTIMES = ("tensorflow", "onnxruntime")
+#: Where a run keeps the ONNX model its workers ran (``runtime: onnxruntime``); ``fruitfeat predict`` uses it.
+ONNX_MODEL_FILE = "backbone.onnx"
+
+
 @dataclass(frozen=True)
 class WeightsPayload:
-    """What the driver broadcasts: the weight tensors as one ``.npz`` blob, and where they came from."""
+    """What the driver broadcasts: the model the workers load, and where its weights came from.
+
+    ``blob`` is what ``runtime`` needs: for ``tensorflow`` the weight tensors as one ``.npz``; for
+    ``onnxruntime`` the serialized ONNX model (preprocessing and those same weights frozen in).
+    ``sha256`` is the blob's digest; ``weights_sha256`` the digest of the ``.npz`` of the weights in
+    both cases, so two runtimes fed the same weights are recognisably the same network.
+    """
 
     blob: bytes
     sha256: str
     image_size: int
     provenance: dict[str, Any] = field(default_factory=dict)
+    runtime: str = "tensorflow"
+    weights_sha256: str | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -70,9 +88,38 @@ def deserialize_weights(blob: bytes) -> list[np.ndarray]:
         return [archive[f"arr_{i}"] for i in range(len(archive.files))]
 
 
-def payload_from_model(model, image_size: int, provenance: dict[str, Any]) -> WeightsPayload:
-    blob = serialize_weights(model.get_weights())
-    return WeightsPayload(blob, hashlib.sha256(blob).hexdigest(), image_size, provenance)
+def payload_from_model(
+    model, image_size: int, provenance: dict[str, Any], runtime: str = "tensorflow"
+) -> WeightsPayload:
+    """Serialize a Keras model for the workers of ``runtime`` (driver side)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
+    npz = serialize_weights(model.get_weights())
+    weights_sha256 = hashlib.sha256(npz).hexdigest()
+    if runtime == "tensorflow":
+        return WeightsPayload(npz, weights_sha256, image_size, provenance, runtime, weights_sha256)
+    from fruitfeat.onnx_export import DEFAULT_OPSET, keras_to_onnx
+
+    key = (weights_sha256, image_size, DEFAULT_OPSET)
+    blob = _CONVERTED.get(key)
+    if blob is None:  # the same weights again in this driver (tests, notebooks): convert once
+        blob = keras_to_onnx(model, image_size)
+        _CONVERTED.clear()
+        _CONVERTED[key] = blob
+    provenance = {**provenance, "onnx": {"opset": DEFAULT_OPSET, "converter": _converter_version()}}
+    return WeightsPayload(blob, hashlib.sha256(blob).hexdigest(), image_size, provenance, runtime, weights_sha256)
+
+
+_CONVERTED: dict[tuple[str, int, int], bytes] = {}
+
+
+def _converter_version() -> str:
+    from importlib import metadata
+
+    try:
+        return f"tf2onnx {metadata.version('tf2onnx')}"
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        return "tf2onnx"
 
 
 def _load_imagenet(image_size: int):
@@ -117,11 +164,17 @@ def check_provenance(data: bytes, provenance: dict[str, Any] | None, uri: str) -
 
 
 def resolve_weights(
-    weights: str, image_size: int, seed: int, read_bytes: Callable[[str], bytes]
+    weights: str,
+    image_size: int,
+    seed: int,
+    read_bytes: Callable[[str], bytes],
+    runtime: str = "tensorflow",
 ) -> WeightsPayload:
     """Driver side: obtain the weights named by the config and serialize them for the broadcast.
 
     ``read_bytes`` reads a URI (local or S3) so that this module needs no Spark or AWS client.
+    With ``runtime="onnxruntime"`` the Keras model built from these weights is converted to ONNX here,
+    once, and the workers receive the ONNX model instead of the weight tensors.
     """
     if weights == "random":
         _quiet_tensorflow()
@@ -144,12 +197,12 @@ def resolve_weights(
             sidecar = None
         provenance = {"uri": weights, **check_provenance(data, sidecar, weights)}
         model = load_weights_file(data, image_size)
-    return payload_from_model(model, image_size, provenance)
+    return payload_from_model(model, image_size, provenance, runtime)
 
 
 # ---------------------------------------------------------------- executor side
 
-_MODELS: dict[tuple[str, int], Callable[[np.ndarray], np.ndarray]] = {}
+_MODELS: dict[tuple[str, str, int, int], Callable[[np.ndarray], np.ndarray]] = {}
 _MODELS_LOCK = threading.Lock()
 
 
@@ -183,11 +236,23 @@ def compile_inference(model, image_size: int) -> Callable[[np.ndarray], np.ndarr
 
 
 def inference_from_payload(payload: WeightsPayload, intra_op_threads: int = 1) -> tuple[Callable, bool]:
-    """The worker's model for this payload, built on first use; returns (model, built_now)."""
-    key = (payload.sha256, payload.image_size)
+    """The worker's model for this payload, built on first use; returns (model, built_now).
+
+    ``onnxruntime`` payloads import onnxruntime only, never TensorFlow.
+    """
+    runtime = getattr(payload, "runtime", "tensorflow")  # payloads pickled before the field existed
+    key = (runtime, payload.sha256, payload.image_size, intra_op_threads)
     with _MODELS_LOCK:
         if key in _MODELS:
             return _MODELS[key], False
+        if runtime == "onnxruntime":
+            from fruitfeat.onnx_export import OnnxInference
+
+            _MODELS.clear()
+            _MODELS[key] = OnnxInference(payload.blob, intra_op_threads)
+            return _MODELS[key], True
+        if runtime != "tensorflow":
+            raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
         _quiet_tensorflow()
         _set_threads(intra_op_threads)
         model = build_backbone(payload.image_size)

@@ -10,7 +10,8 @@ The exported graph takes ``uint8`` NHWC images named ``images`` with a dynamic b
 applies MobileNetV2's own preprocessing (``x / 127.5 - 1``) inside the graph, and returns
 ``features``: float32 ``(N, 1280)``. Workers therefore feed the decoded uint8 arrays as they are.
 
-Not wired into the pipeline yet.
+Wired by ``model.runtime: onnxruntime``: ``fruitfeat.model.payload_from_model`` converts on the
+driver and ``fruitfeat.model.inference_from_payload`` builds :class:`OnnxInference` on the workers.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from fruitfeat.classifier import candidates_from_config
 from fruitfeat.config import JobConfig, local_path
 from fruitfeat.featurize import featurize_images, featurized_rows, model_build_log
 from fruitfeat.images import InputError, list_input
-from fruitfeat.model import resolve_weights
+from fruitfeat.model import ONNX_MODEL_FILE, resolve_weights
 from fruitfeat.pca import fit_pca, project_features
 from fruitfeat.quarantine import quarantine_table
 from fruitfeat.recognition import RecognitionSettings, run_recognition
@@ -91,6 +91,7 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
             config.featurize.image_size,
             config.model.seed,
             lambda uri: storage.read_bytes(spark, uri),
+            config.model.runtime,
         )
         weights = spark.sparkContext.broadcast(payload)
         source = payload.provenance.get("source", "?")
@@ -105,6 +106,7 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
             config.featurize.intra_op_threads,
             builds,
             config.input.max_image_pixels,
+            config.featurize.partitions_per_core * spark.sparkContext.defaultParallelism,
         )
         write_table(featurized, layout.raw_features)
         staged = spark.read.parquet(layout.raw_features)
@@ -140,6 +142,8 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
     with timer.stage("write", "writing features and the PCA model"):
         write_table(good.transform(lambda df: project_features(df, fitted.model)), layout.features)
         write_pca_model(fitted.model, layout.pca_model)
+        if payload.runtime == "onnxruntime":  # the exact network the workers ran, for `fruitfeat predict`
+            storage.write_bytes(spark, storage.join(layout.root, ONNX_MODEL_FILE), payload.blob)
         if not config.output.keep_raw_features:
             storage.delete_tree(spark, layout.raw_features)
 
@@ -186,6 +190,7 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
             "features": layout.features,
             "errors": layout.errors,
             "pca_model": layout.pca_model,
+            "onnx_model": storage.join(layout.root, ONNX_MODEL_FILE) if payload.runtime == "onnxruntime" else None,
             "raw_features": layout.raw_features if config.output.keep_raw_features else None,
         },
         "spark": {

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from fruitfeat.decode import ImageDecodeError, decode_image
+from fruitfeat.model import ONNX_MODEL_FILE
 from fruitfeat.predictor import PREDICTOR_FILE, Predictor, PredictorError, load_predictor
 
 DEFAULT_OUTPUT = "data/output"
@@ -209,6 +210,26 @@ def feature_extractor(model, image_size: int) -> Callable[[np.ndarray], np.ndarr
     return lambda images: infer(tf.constant(images)).numpy()
 
 
+def run_onnx_model(run_dir: Path, manifest: dict[str, Any] | None) -> bytes | None:
+    """The ONNX model the run's workers ran, if the run kept one and it is intact.
+
+    The same network as the run's features (no TensorFlow import: ~0.1 s instead of ~3 s).
+    """
+    path = run_dir / ONNX_MODEL_FILE
+    if not path.is_file() or manifest is None:
+        return None
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != manifest.get("weights", {}).get("broadcast_sha256"):
+        raise PredictSetupError(f"{path} does not match the run's manifest (sha256 differs): the run is damaged")
+    return data
+
+
+def onnx_extractor(model_bytes: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    from fruitfeat.onnx_export import OnnxInference
+
+    return OnnxInference(model_bytes, intra_op_threads=0)
+
+
 # ---------------------------------------------------------------- predict
 
 
@@ -222,10 +243,16 @@ def predict_photos(
         raise PredictSetupError(str(exc)) from None
     decoded, results = read_photos(photos, predictor.image_size)
     if decoded:
-        info = weights_info(read_manifest(run_dir), predictor)
-        with tensorflow_noise_filtered():
-            network = build_network(info, predictor.image_size, weights_override)
-            features = feature_extractor(network, predictor.image_size)(np.stack(list(decoded.values())))
+        manifest = read_manifest(run_dir)
+        images = np.stack(list(decoded.values()))
+        onnx = None if weights_override else run_onnx_model(run_dir, manifest)
+        if onnx is not None:
+            features = onnx_extractor(onnx)(images)
+        else:
+            info = weights_info(manifest, predictor)
+            with tensorflow_noise_filtered():
+                network = build_network(info, predictor.image_size, weights_override)
+                features = feature_extractor(network, predictor.image_size)(images)
         for position, top in zip(decoded, predictor.top(predictor.predict_features(features), TOP)):
             results[position] = PhotoResult(photos[position], top)
     return [results[position] for position in range(len(photos))]

@@ -126,3 +126,62 @@ def test_reliability_limits_are_validated(tmp_path):
     assert config.quarantine.max_fraction == 0.2 and config.input.max_file_bytes == 1000
     with pytest.raises(ConfigError, match="quarantine.max_fraction"):
         load_config(write(tmp_path, MINIMAL), ["quarantine.max_fraction=1.5"])
+
+
+# ------------------------------------------------------------------ s3 section and the EU region guard
+
+EMR = """
+profile: emr
+input: {path: 's3://fruits-eu/in'}
+output: {path: 's3://fruits-eu/out'}
+model: {weights: 's3://fruits-eu/weights/w.weights.h5'}
+"""
+
+
+def test_emr_profile_requires_an_eu_region(tmp_path):
+    from fruitfeat.regions import EU_REGIONS
+
+    with pytest.raises(ConfigError, match="s3.region must name the EU region"):
+        load_config(write(tmp_path, EMR))
+    for region in EU_REGIONS:
+        assert load_config(write(tmp_path, EMR), [f"s3.region={region}"]).s3.region == region
+    assert load_config(REPO / "conf/emr.yaml").s3.region in EU_REGIONS
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-9", "il-central-1", "me-central-1", "EU", ""])
+def test_emr_profile_refuses_regions_outside_the_eu(tmp_path, region):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, EMR), [f"s3.region={region}"])
+    message = str(err.value)
+    assert "s3.region" in message and ("runs only in the EU" in message or "must name the EU region" in message)
+    assert "eu-west-1" in message  # says what is allowed
+
+
+def test_local_profile_needs_no_region_and_s3_defaults_are_empty(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    assert (config.s3.endpoint, config.s3.path_style_access, config.s3.region, config.s3.jars_dir) == (
+        None, False, None, None,
+    )  # fmt: skip
+    assert load_config(write(tmp_path, MINIMAL), ["s3.region=us-east-1"]).s3.region == "us-east-1"
+
+
+def test_s3_endpoint_and_jars_dir_are_validated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    overrides = ["s3.endpoint=http://127.0.0.1:5000/", "s3.jars_dir=jars", "s3.path_style_access=true"]
+    config = load_config(write(tmp_path, MINIMAL), overrides)
+    assert config.s3.endpoint == "http://127.0.0.1:5000" and config.s3.path_style_access is True
+    assert config.s3.jars_dir == str(tmp_path / "jars")
+    with pytest.raises(ConfigError, match="s3.endpoint: 'ftp://host' is not an http"):
+        load_config(write(tmp_path, MINIMAL), ["s3.endpoint=ftp://host"])
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, MINIMAL + "s3: {endpoint: 'http://me:hunter2@127.0.0.1:5000'}\n"))
+    assert "must not contain credentials" in str(err.value) and "hunter2" not in str(err.value)
+    with pytest.raises(ConfigError, match="s3.bucket: unknown key"):
+        load_config(write(tmp_path, MINIMAL), ["s3.bucket=x"])
+
+
+def test_override_values_are_never_echoed_in_errors(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, MINIMAL), ["pca.k=0", "spark.app_name=hunter2-not-a-secret"])
+    message = str(err.value)
+    assert "with --set pca.k, spark.app_name" in message and "hunter2" not in message

@@ -168,3 +168,35 @@ def test_a_run_without_predictor_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert predict.main(["--run", str(tmp_path / "run"), "photo.jpg"]) == 1
     assert "the run has no exported predictor" in capsys.readouterr().err
+
+
+def test_onnx_and_tensorflow_paths_agree_and_onnx_needs_no_tensorflow(real_run, sample_dataset, tmp_path, capsys):
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    output, result, _ = real_run
+    run = local_path(result.run_path)
+    assert (run / "backbone.onnx").is_file()  # the network the workers ran (runtime: onnxruntime)
+    photos = [str(f) for f in sample_dataset.files if f.parent.parent.name == "Test"][:4]
+
+    assert predict.main(["--run", str(run), "--json", *photos]) == 0
+    with_onnx = json.loads(capsys.readouterr().out)
+    without = tmp_path / "run-without-onnx"
+    shutil.copytree(run, without)
+    (without / "backbone.onnx").unlink()  # falls back to rebuilding MobileNetV2 in TensorFlow
+    assert predict.main(["--run", str(without), "--json", *photos]) == 0
+    with_tf = json.loads(capsys.readouterr().out)
+    assert len(with_onnx["predictions"]) == len(with_tf["predictions"]) == 4
+    for a, b in zip(with_onnx["predictions"], with_tf["predictions"]):
+        assert a["top3"][0]["label"] == b["top3"][0]["label"] == Path(a["photo"]).parent.name
+        assert abs(a["top3"][0]["probability"] - b["top3"][0]["probability"]) < 1e-3
+
+    code = (
+        "import sys; from fruitfeat.predict import main; rc = main(['--run', sys.argv[1], sys.argv[2]]);"
+        "print('TF' if 'tensorflow' in sys.modules else 'noTF'); sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(run), photos[0]], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("noTF")
