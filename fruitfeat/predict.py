@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from fruitfeat.decode import ImageDecodeError, decode_image
-from fruitfeat.model import ONNX_MODEL_FILE
+from fruitfeat.model import ONNX_MODEL_FILE, compile_inference
 from fruitfeat.predictor import PREDICTOR_FILE, Predictor, PredictorError, load_predictor
 
 DEFAULT_OUTPUT = "data/output"
@@ -196,20 +196,6 @@ def build_network(info: dict[str, Any], image_size: int, override: str | None = 
     raise PredictSetupError(f"the run's weights ({source!r}) cannot be rebuilt here: pass --weights FILE")
 
 
-def feature_extractor(model, image_size: int) -> Callable[[np.ndarray], np.ndarray]:
-    """uint8 NHWC -> float32 (N, 1280), MobileNetV2 preprocessing inside the graph as on the executors."""
-    import keras
-    import tensorflow as tf
-
-    preprocess = keras.applications.mobilenet_v2.preprocess_input
-
-    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)])
-    def infer(images):
-        return model(preprocess(tf.cast(images, tf.float32)), training=False)
-
-    return lambda images: infer(tf.constant(images)).numpy()
-
-
 def run_onnx_model(run_dir: Path, manifest: dict[str, Any] | None) -> bytes | None:
     """The ONNX model the run's workers ran, if the run kept one and it is intact.
 
@@ -252,7 +238,7 @@ def predict_photos(
             info = weights_info(manifest, predictor)
             with tensorflow_noise_filtered():
                 network = build_network(info, predictor.image_size, weights_override)
-                features = feature_extractor(network, predictor.image_size)(images)
+                features = compile_inference(network, predictor.image_size)(images)
         for position, top in zip(decoded, predictor.top(predictor.predict_features(features), TOP)):
             results[position] = PhotoResult(photos[position], top)
     return [results[position] for position in range(len(photos))]
