@@ -31,7 +31,7 @@ export TF_CPP_MIN_LOG_LEVEL  ?= 2
 
 help:
 	@echo "make run-local   set up everything (venv, weights, sample data) and run the job locally"
-	@echo "make predict IMG=photo.jpg   top-3 fruit for a photo, from the published run"
+	@echo "make predict IMG='Test/Apple Red/0_100.jpg'   top-3 fruit for one photo, from the published run"
 	@echo "make report      render report.html of the published run (metrics and plots)"
 	@echo "make runs        list the runs in $(OUTPUT) (published, complete, rejected, incomplete)"
 	@echo "make test        run the test suite (sets up the venv and weights if needed)"
@@ -73,8 +73,9 @@ run-local: check-java venv weights sample-data
 	  jobs/run_pipeline.py --config $(CONFIG) $(ARGS)
 
 predict: venv
-	@test -n "$(IMG)" || { echo "usage: make predict IMG=photo.jpg [IMG='a.jpg b.png']" >&2; exit 2; }
-	$(PY) -m fruitfeat.predict --output $(OUTPUT) $(IMG)
+	@test -n "$(IMG)" || { echo "usage: make predict IMG='path/to/photo.jpg' (one photo; several: .venv/bin/fruitfeat predict A B ...)" >&2; exit 2; }
+	@# One photo, quoted: Fruits-360 folders have spaces ("Apple Red"), so IMG is never split.
+	$(PY) -m fruitfeat.predict --output $(OUTPUT) "$(IMG)"
 
 report: venv
 	$(PY) -m fruitfeat.report --output $(OUTPUT)
