@@ -33,7 +33,7 @@ def test_defaults_and_normalised_paths(tmp_path, monkeypatch):
     config = load_config(write(tmp_path, MINIMAL))
     assert config.input.path == f"file://{tmp_path}/data/in"
     assert config.output.path == "s3a://bucket/out"
-    assert (config.pca.k, config.featurize.image_size, config.featurize.batch_size) == (50, 224, 64)
+    assert (config.pca.k, config.featurize.image_size, config.featurize.batch_size) == (50, 224, 16)
     assert config.model.weights == "imagenet"
     assert config.input.extensions == ("jpeg", "jpg", "png")
 
