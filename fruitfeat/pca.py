@@ -98,12 +98,12 @@ def fit_pca(
     if method == "covariance":
         from fruitfeat.covariance_pca import covariance_statistics, pca_from_statistics
 
-        stats = covariance_statistics(df, input_col)
-        spectrum = [float(v) for v in pca_from_statistics(stats, 1).spectrum]
+        # One eigendecomposition for every possible k; the chosen k is a slice of it.
+        full = pca_from_statistics(covariance_statistics(df, input_col), min(dim, rows))
+        spectrum = [float(v) for v in full.spectrum]
         k = resolve_k(k, spectrum)
         _check(k, dim, rows)
-        result = pca_from_statistics(stats, k)
-        model = pca_model_from_components(df.sparkSession, result.components, result.explained_variance)
+        model = pca_model_from_components(df.sparkSession, full.components[:, :k], full.explained_variance[:k])
         return FittedPCA(model, method, spectrum, target)
     if method == "spark_ml":
         vectors = df.select(array_to_vector(input_col).alias(_VECTOR))
