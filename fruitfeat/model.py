@@ -240,7 +240,7 @@ def inference_from_payload(payload: WeightsPayload, intra_op_threads: int = 1) -
 
     ``onnxruntime`` payloads import onnxruntime only, never TensorFlow.
     """
-    runtime = getattr(payload, "runtime", "tensorflow")  # payloads pickled before the field existed
+    runtime = payload.runtime
     key = (runtime, payload.sha256, payload.image_size, intra_op_threads)
     with _MODELS_LOCK:
         if key in _MODELS:

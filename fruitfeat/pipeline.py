@@ -113,8 +113,8 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
         good = featurized_rows(staged)
         write_table(quarantine_table(staged, listing, config.input.max_file_bytes), layout.errors)
         errors = spark.read.parquet(layout.errors)
-        counts = {"listed": listing.file_count, "featurized": good.count(), "quarantined": errors.count()}
         reasons = {r["reason"]: r["count"] for r in errors.groupBy("reason").count().collect()}
+        counts = {"listed": listing.file_count, "featurized": good.count(), "quarantined": sum(reasons.values())}
         log.info("featurized %(featurized)d of %(listed)d files (%(quarantined)d quarantined)", counts)
         if counts["featurized"] + counts["quarantined"] != counts["listed"]:
             raise RuntimeError(f"accounting error: {counts} (a file was featurized and quarantined, or neither)")
