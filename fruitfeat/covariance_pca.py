@@ -2,11 +2,11 @@
 
 Why: Spark ML's ``PCA.fit`` reads its input several times (row count, column summary, a centred
 Gramian built one row at a time with JVM BLAS ``spr``) and converts every row to a ``Vector``. Here
-each partition reads its Arrow batches once, turns them into a float64 matrix without per-row
-Python objects, and reduces them with a BLAS matrix product to three statistics: the row count, the
-mean and the centred scatter matrix ``sum (x - mean)(x - mean)^T`` (d x d, 13 MB for d = 1280).
-The partials are merged with Chan et al.'s pairwise update, which is ``n``, ``sum(x)`` and
-``X^T X`` re-expressed around the mean, so that large feature means do not cancel digits.
+each partition reads its Arrow batches once, turns them into float64 blocks of ``CHUNK_ROWS`` rows
+without per-row Python objects, and reduces each block with one BLAS product to three statistics:
+the row count, the mean and the centred scatter matrix ``sum (x - mean)(x - mean)^T`` (d x d, 13 MB
+for d = 1280), accumulated around a shift (the first block's mean) so that large feature means do
+not cancel digits. The per-partition partials are merged with Chan et al.'s pairwise update.
 
 The result follows Spark ML's conventions so it can replace ``fruitfeat.pca``: the covariance is the
 sample covariance (divided by ``n - 1``), ``explained_variance`` is eigenvalue / sum of all
@@ -17,6 +17,7 @@ are fixed by :func:`sign_normalise`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -89,13 +90,6 @@ def _merge(a: Stats | None, b: Stats | None) -> Stats | None:
     return n, mean_a, scatter_a
 
 
-def _chunk_stats(x: np.ndarray) -> Stats:
-    """Statistics of one float64 chunk; centres ``x`` in place."""
-    mean = x.mean(axis=0)
-    x -= mean
-    return len(x), mean, x.T @ x
-
-
 def _list_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """An ``array<float>`` / ``array<double>`` Arrow column (no nulls) as a float32/64 (n, d) matrix."""
     if isinstance(column, pa.ChunkedArray):
@@ -110,17 +104,68 @@ def _list_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return values.reshape(n, int(lengths[0]))
 
 
-def _partition_stats(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+class _ShiftedSums:
+    """One partition's rows, reduced to ``n``, ``sum(x - K)`` and ``(x - K)^T (x - K)``.
+
+    Arrow batches are small (``featurize.arrow_batch_size`` rows, set for the images), so rows are
+    buffered into blocks of ``chunk_rows`` and each block costs one BLAS product (``syrk``) added to
+    the running Gram matrix: no d x d outer product or merge per batch. ``K`` is the mean of the
+    first block: subtracting it keeps the digits that large feature means would otherwise cancel.
+    """
+
+    def __init__(self, chunk_rows: int) -> None:
+        self.chunk_rows = chunk_rows
+        self.pending: list[np.ndarray] = []
+        self.pending_rows = 0
+        self.n = 0
+        self.shift: np.ndarray | None = None
+        self.sum: np.ndarray | None = None
+        self.gram: np.ndarray | None = None
+
+    def add(self, matrix: np.ndarray) -> None:
+        if len(matrix) == 0:
+            return
+        dim = self.shift.shape[0] if self.shift is not None else (self.pending[0].shape[1] if self.pending else None)
+        if dim is not None and matrix.shape[1] != dim:
+            raise ValueError(f"feature arrays differ in length: {dim} and {matrix.shape[1]}")
+        self.pending.append(matrix)
+        self.pending_rows += len(matrix)
+        if self.pending_rows >= self.chunk_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        x = np.concatenate(self.pending, dtype=np.float64)  # a fresh array: centred in place below
+        self.pending, self.pending_rows = [], 0
+        if self.shift is None:
+            self.shift = x.mean(axis=0)
+            self.sum = np.zeros_like(self.shift)
+            self.gram = np.zeros((len(self.shift), len(self.shift)))
+        x -= self.shift
+        self.sum += x.sum(axis=0)
+        self.gram += x.T @ x
+        self.n += len(x)
+
+    def stats(self) -> Stats | None:
+        """``(n, mean, centred scatter)``: ``G - s s^T / n`` around the shift, exact in real arithmetic."""
+        self._flush()
+        if self.n == 0:
+            return None
+        offset = self.sum / self.n
+        self.gram -= np.outer(self.sum, offset)
+        return self.n, self.shift + offset, self.gram
+
+
+def _partition_stats(batches: Iterator[pa.RecordBatch], chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: one row ``(n, dim, mean, scatter)`` per non-empty partition."""
-    total: Stats | None = None
+    sums = _ShiftedSums(chunk_rows)
     for batch in batches:
         column = batch.column(0)
         if column.null_count:
             column = column.filter(column.is_valid())
-        matrix = _list_matrix(column)
-        for start in range(0, len(matrix), CHUNK_ROWS):
-            chunk = matrix[start : start + CHUNK_ROWS].astype(np.float64)  # a copy: centred in place
-            total = _merge(total, _chunk_stats(chunk))
+        sums.add(_list_matrix(column))
+    total = sums.stats()
     if total is not None:
         n, mean, scatter = total
         yield pa.RecordBatch.from_arrays(
@@ -152,6 +197,7 @@ def covariance_statistics(
     input_col: str = "features",
     combine: Literal["auto", "collect", "tree"] = "auto",
     depth: int = 2,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> Stats | None:
     """``(n, mean, centred scatter)`` of the non-null rows of ``input_col``, or None without rows.
 
@@ -169,7 +215,7 @@ def covariance_statistics(
     selected = df.select(column.alias("x"))
     if selected.rdd.getNumPartitions() > parallelism:
         selected = selected.coalesce(parallelism)
-    partials = selected.mapInArrow(_partition_stats, _STATS_SCHEMA)
+    partials = selected.mapInArrow(functools.partial(_partition_stats, chunk_rows=chunk_rows), _STATS_SCHEMA)
     if combine == "auto":
         combine = "collect" if partials.rdd.getNumPartitions() <= MAX_COLLECTED_PARTIALS else "tree"
     if combine == "tree":

@@ -84,27 +84,31 @@ def fit_pca(
 ) -> FittedPCA:
     """Fit on an ``array<float>`` column; ``k`` is a count, or a variance target such as 0.95.
 
-    Both methods read the input more than once: it should be cached or freshly read from Parquet,
-    never a featurization plan."""
+    ``covariance`` reads the input once (``rows`` is not needed); ``spark_ml`` several times. Either
+    way it should be cached or freshly read from Parquet, never a featurization plan."""
     from fruitfeat.pca_selection import resolve_k
 
-    rows = df.count() if rows is None else rows
-    if rows == 0:
-        raise PCAInputError("no featurized rows to fit PCA on")
-    dim = len(df.select(input_col).head()[0])
     target = None if isinstance(k, int) else float(k)
-    if target is None:
-        _check(k, dim, rows)
     if method == "covariance":
         from fruitfeat.covariance_pca import covariance_statistics, pca_from_statistics
 
-        # One eigendecomposition for every possible k; the chosen k is a slice of it.
-        full = pca_from_statistics(covariance_statistics(df, input_col), min(dim, rows))
+        # One pass gives the row count and the dimension too; one eigendecomposition serves every k.
+        stats = covariance_statistics(df, input_col)
+        rows, dim = (stats[0], len(stats[1])) if stats is not None else (0, 0)
+        if target is None:
+            _check(k, dim, rows)
+        full = pca_from_statistics(stats, min(dim, rows))
         spectrum = [float(v) for v in full.spectrum]
         k = resolve_k(k, spectrum)
         _check(k, dim, rows)
         model = pca_model_from_components(df.sparkSession, full.components[:, :k], full.explained_variance[:k])
         return FittedPCA(model, method, spectrum, target)
+    rows = df.count() if rows is None else rows
+    if rows == 0:
+        raise PCAInputError("no featurized rows to fit PCA on")
+    dim = len(df.select(input_col).head()[0])
+    if target is None:
+        _check(k, dim, rows)
     if method == "spark_ml":
         vectors = df.select(array_to_vector(input_col).alias(_VECTOR))
         spectrum = None

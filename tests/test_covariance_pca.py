@@ -98,3 +98,17 @@ def test_many_small_partitions_never_flood_the_driver(spark, data):
     np.testing.assert_allclose(scatter / (n - 1), np.cov(data.astype(np.float64), rowvar=False), rtol=1e-9, atol=1e-9)
     tree = covariance_statistics(scattered, combine="tree")
     np.testing.assert_allclose(tree[2], scatter, rtol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 40])  # smaller than one Arrow batch (16 rows here), and several
+def test_blocks_and_shift_keep_digits_when_the_mean_is_large(spark, data, chunk_rows):
+    """Rows buffered into blocks across Arrow batches, a mean 10^4 times the spread: same covariance."""
+    from fruitfeat.covariance_pca import covariance_statistics
+
+    shifted = data.astype(np.float64) + 1e4
+    rows = [(i, [float(v) for v in row]) for i, row in enumerate(shifted)]
+    df = spark.createDataFrame(rows, "id long, features array<double>").repartition(2)
+    n, mean, scatter = covariance_statistics(df, chunk_rows=chunk_rows)
+    assert n == ROWS
+    np.testing.assert_allclose(mean, shifted.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(scatter / (n - 1), np.cov(shifted, rowvar=False), rtol=1e-7, atol=1e-9)
