@@ -105,6 +105,18 @@ class ModelConfig(_Section):
         default="onnxruntime",
         description="Inference engine of the Python workers: onnxruntime (default) or tensorflow",
     )
+    cache: bool = Field(
+        default=True,
+        description="Keep the converted model between runs (keyed by the weights' sha256, size, runtime, versions)",
+    )
+    cache_path: str | None = Field(
+        default=None, description="Where the converted models are kept; None: <output.path>/_cache/models"
+    )
+
+    @field_validator("cache_path")
+    @classmethod
+    def _cache_path(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_location(value)
 
     @field_validator("weights")
     @classmethod
@@ -129,6 +141,10 @@ class FeaturizeConfig(_Section):
     )
     intra_op_threads: int = Field(
         default=1, ge=0, le=256, description="Inference threads per Python worker (0: the runtime decides)"
+    )
+    balance_splits: bool = Field(
+        default=True,
+        description="Size binaryFile's splits so that they fill whole waves of the cores (no shuffle)",
     )
     partitions_per_core: int = Field(
         default=0,

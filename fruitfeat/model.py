@@ -21,11 +21,14 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from fruitfeat.payload_cache import PayloadCache
 
 log = logging.getLogger(__name__)
 
@@ -169,22 +172,20 @@ def resolve_weights(
     seed: int,
     read_bytes: Callable[[str], bytes],
     runtime: str = "tensorflow",
+    cache: PayloadCache | None = None,
 ) -> WeightsPayload:
     """Driver side: obtain the weights named by the config and serialize them for the broadcast.
 
     ``read_bytes`` reads a URI (local or S3) so that this module needs no Spark or AWS client.
-    With ``runtime="onnxruntime"`` the Keras model built from these weights is converted to ONNX here,
-    once, and the workers receive the ONNX model instead of the weight tensors.
+    With ``runtime="onnxruntime"`` the Keras model built from these weights is converted to ONNX here.
+    With a ``cache``, a payload converted by an earlier run from the same weights (by content), input
+    size, runtime and converter versions is reused: no TensorFlow import, no conversion.
     """
     if weights == "random":
-        _quiet_tensorflow()
-        import keras
-
-        keras.utils.set_random_seed(seed)
-        model = build_backbone(image_size)
-        provenance = {"source": "random", "seed": seed, "warning": "random weights: features are meaningless"}
+        source: dict[str, Any] = {"weights": "random", "seed": seed}
+        provenance: dict[str, Any] = {"source": "random", "seed": seed, "warning": "random weights: features are meaningless"}
     elif weights == "imagenet":
-        model = _load_imagenet(image_size)
+        source = {"weights": "imagenet"}
         provenance = {"source": "imagenet", "via": "keras.applications.MobileNetV2(weights='imagenet')"}
     else:
         try:
@@ -196,8 +197,35 @@ def resolve_weights(
         except FileNotFoundError:
             sidecar = None
         provenance = {"uri": weights, **check_provenance(data, sidecar, weights)}
+        source = {"weights": "file", "file_sha256": provenance["file_sha256"]}
+
+    key = None
+    if cache is not None:
+        from fruitfeat.onnx_export import DEFAULT_OPSET
+        from fruitfeat.payload_cache import payload_key
+
+        key = payload_key(source, image_size, runtime, DEFAULT_OPSET if runtime == "onnxruntime" else None)
+        cached = cache.load(key)
+        if cached is not None:
+            converted = {k: v for k, v in cached.provenance.items() if k == "onnx"}
+            log.info("model payload from the cache (%s)", key)
+            return replace(cached, provenance={**provenance, **converted, "payload_cache": "hit", "payload_key": key})
+
+    if weights == "random":
+        _quiet_tensorflow()
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        model = build_backbone(image_size)
+    elif weights == "imagenet":
+        model = _load_imagenet(image_size)
+    else:
         model = load_weights_file(data, image_size)
-    return payload_from_model(model, image_size, provenance, runtime)
+    payload = payload_from_model(model, image_size, provenance, runtime)
+    if cache is None:
+        return replace(payload, provenance={**payload.provenance, "payload_cache": "off"})
+    cache.store(key, payload)
+    return replace(payload, provenance={**payload.provenance, "payload_cache": "stored", "payload_key": key})
 
 
 # ---------------------------------------------------------------- executor side

@@ -19,10 +19,11 @@ from fruitfeat import __version__, storage
 from fruitfeat.classifier import candidates_from_config
 from fruitfeat.config import JobConfig, local_path
 from fruitfeat.featurize import featurize_images, featurized_rows, model_build_log
-from fruitfeat.images import InputError, list_input
+from fruitfeat.images import DEFAULT_MAX_SPLIT_BYTES, InputError, file_split_bytes, list_input, listing_split_bytes
 from fruitfeat.model import ONNX_MODEL_FILE, resolve_weights
+from fruitfeat.payload_cache import PayloadCache
 from fruitfeat.pca import fit_pca, project_features
-from fruitfeat.quarantine import quarantine_table
+from fruitfeat.quarantine import account_for_listing
 from fruitfeat.recognition import RecognitionSettings, run_recognition
 from fruitfeat.report import REPORT_FILE, render_report
 from fruitfeat.session import build_spark_session
@@ -83,7 +84,12 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
                 f"no images ({', '.join(config.input.extensions)}) under {config.input.path}: "
                 "expected <split>/<Class>/<image> (run `make sample-data` for a sample set)"
             )
-        log.info("listed %d files", listing.file_count)
+        split_bytes = None
+        if config.featurize.balance_splits and config.featurize.partitions_per_core == 0:
+            split_bytes = listing_split_bytes(
+                spark, listing, config.spark.files_open_cost_bytes, _max_split_bytes(config)
+            )
+        log.info("listed %d files (%.1f MB)", listing.file_count, listing.total_bytes / 1e6)
 
     with timer.stage("weights", f"loading weights ({config.model.weights}) and broadcasting them"):
         payload = resolve_weights(
@@ -92,10 +98,14 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
             config.model.seed,
             lambda uri: storage.read_bytes(spark, uri),
             config.model.runtime,
+            _payload_cache(spark, config),
         )
         weights = spark.sparkContext.broadcast(payload)
         source = payload.provenance.get("source", "?")
-        log.warning("weights: %s (sha256 %s, %.1f MB broadcast)", source, payload.sha256[:12], payload.size_bytes / 1e6)
+        log.warning(
+            "weights: %s (sha256 %s, %.1f MB broadcast, model cache: %s)",
+            source, payload.sha256[:12], payload.size_bytes / 1e6, payload.provenance.get("payload_cache"),
+        )
 
     builds = model_build_log(spark.sparkContext)
     with timer.stage("featurize", "featurizing with MobileNetV2 (written once, read back for PCA)"):
@@ -108,16 +118,14 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
             config.input.max_image_pixels,
             config.featurize.partitions_per_core * spark.sparkContext.defaultParallelism,
         )
-        write_table(featurized, layout.raw_features)
+        with file_split_bytes(spark, split_bytes):  # the scan is planned and run by this write
+            write_table(featurized, layout.raw_features)
         staged = spark.read.parquet(layout.raw_features)
         good = featurized_rows(staged)
-        write_table(quarantine_table(staged, listing, config.input.max_file_bytes), layout.errors)
-        errors = spark.read.parquet(layout.errors)
-        reasons = {r["reason"]: r["count"] for r in errors.groupBy("reason").count().collect()}
-        counts = {"listed": listing.file_count, "featurized": good.count(), "quarantined": sum(reasons.values())}
+        accounting = account_for_listing(staged, listing, config.input.max_file_bytes)
+        write_table(accounting.errors, layout.errors)
+        counts, reasons = accounting.counts, accounting.reasons
         log.info("featurized %(featurized)d of %(listed)d files (%(quarantined)d quarantined)", counts)
-        if counts["featurized"] + counts["quarantined"] != counts["listed"]:
-            raise RuntimeError(f"accounting error: {counts} (a file was featurized and quarantined, or neither)")
 
     rejection = _rejection(counts, config.quarantine.max_fraction)
     if rejection:
@@ -197,6 +205,7 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
             "master": spark.sparkContext.master,
             "application_id": spark.sparkContext.applicationId,
             "driver": f"{socket.gethostname()}:{os.getpid()}",
+            "image_split_bytes": split_bytes,
         },
         "versions": _versions(spark),
     }
@@ -214,6 +223,19 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
     log.info("published run %s", layout.run_id)
     weights.unpersist()
     return RunResult(layout.run_id, layout.root, layout.features, manifest)
+
+
+def _max_split_bytes(config: JobConfig) -> int:
+    """The split cap: an explicit spark.sql.files.maxPartitionBytes in the config, else Spark's default."""
+    value = config.spark.conf.get("spark.sql.files.maxPartitionBytes", "")
+    return int(value) if value.isdigit() else DEFAULT_MAX_SPLIT_BYTES
+
+
+def _payload_cache(spark: SparkSession, config: JobConfig) -> PayloadCache | None:
+    if not config.model.cache:
+        return None
+    root = config.model.cache_path or storage.join(config.output.path, "_cache", "models")
+    return PayloadCache(root, lambda uri: storage.read_bytes(spark, uri), lambda uri, data: storage.write_bytes(spark, uri, data))
 
 
 def _rejection(counts: dict[str, int], max_fraction: float) -> str | None:

@@ -7,6 +7,8 @@ skips zero-byte files silently, and a file deleted mid-run disappears the same w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -14,6 +16,7 @@ from fruitfeat.featurize import quarantined_rows
 from fruitfeat.images import ImageListing
 
 ERROR_COLUMNS = ("path", "label", "split", "reason", "message", "size")
+ERRORS_SCHEMA = "path string, label string, split string, reason string, message string, size int"
 
 
 def oversized_rows(oversized: DataFrame, max_file_bytes: int) -> DataFrame:
@@ -39,12 +42,68 @@ def unread_rows(files: DataFrame, read_paths: DataFrame) -> DataFrame:
     )
 
 
-def quarantine_table(staged: DataFrame, listing: ImageListing, max_file_bytes: int) -> DataFrame:
-    """``path, label, split, reason, message, size`` for every listed file without features."""
-    read_paths = staged.select("path").unionByName(listing.oversized.select("path"))
-    return (
-        quarantined_rows(staged)
-        .unionByName(oversized_rows(listing.oversized, max_file_bytes))
-        .unionByName(unread_rows(listing.files, read_paths))
-        .select(*ERROR_COLUMNS)
+def quarantine_table(
+    staged: DataFrame, listing: ImageListing, max_file_bytes: int, include_unread: bool = True
+) -> DataFrame:
+    """``path, label, split, reason, message, size`` for every listed file without features.
+
+    ``include_unread=False`` leaves out the anti-join against the listing, for when the counts
+    already show that the scan returned every listed file.
+    """
+    table = quarantined_rows(staged).unionByName(oversized_rows(listing.oversized, max_file_bytes))
+    if include_unread:
+        table = table.unionByName(unread_rows(listing.files, _read_paths(staged, listing)))
+    return table.select(*ERROR_COLUMNS)
+
+
+def _read_paths(staged: DataFrame, listing: ImageListing) -> DataFrame:
+    return staged.select("path").unionByName(listing.oversized.select("path"))
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """Where every listed file went: ``featurized`` rows, and quarantined rows per reason."""
+
+    listed: int
+    featurized: int
+    reasons: dict[str, int]
+    errors: DataFrame  #: the errors table to write
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"listed": self.listed, "featurized": self.featurized, "quarantined": sum(self.reasons.values())}
+
+
+def account_for_listing(staged: DataFrame, listing: ImageListing, max_file_bytes: int) -> Accounting:
+    """Count every outcome in one job, and look for files the scan skipped only if some are missing.
+
+    The staged outcomes and the oversized files are counted together (one aggregate over one column).
+    Whatever the listing holds beyond them was never returned by ``binaryFile`` (zero bytes, or
+    removed mid-run); only then is the listing anti-joined to name those files. A file counted
+    twice, or a missing file the anti-join cannot find, is an accounting error.
+    """
+    outcomes = staged.select(F.col("error_reason").alias("reason")).unionByName(
+        listing.oversized.select(F.lit("too_large").alias("reason"))
     )
+    reasons = {row["reason"]: row["count"] for row in outcomes.groupBy("reason").count().collect()}
+    featurized = reasons.pop(None, 0)
+    missing = listing.file_count - featurized - sum(reasons.values())
+    if missing < 0:
+        raise RuntimeError(
+            f"accounting error: {featurized} featurized and {sum(reasons.values())} quarantined rows for "
+            f"{listing.file_count} listed files (a file was counted twice)"
+        )
+    spark = staged.sparkSession
+    if missing == 0 and not reasons:
+        errors = spark.createDataFrame([], ERRORS_SCHEMA)  # nothing to scan for
+    else:
+        errors = quarantine_table(staged, listing, max_file_bytes, include_unread=missing > 0)
+    if missing > 0:
+        found = unread_rows(listing.files, _read_paths(staged, listing)).count()
+        if found != missing:
+            raise RuntimeError(
+                f"accounting error: {missing} listed files were neither featurized nor quarantined, "
+                f"but {found} are missing from the scan"
+            )
+        reasons["empty_file"] = reasons.get("empty_file", 0) + found
+    return Accounting(listing.file_count, featurized, reasons, errors)

@@ -111,3 +111,54 @@ def test_listing_accounts_for_zero_byte_and_oversized_files(spark, tmp_path):
         [(f"file:{tmp_path}/Test/Lime/big.jpg", "Lime", "Test", 100)], "path string, label string, split string, size long"
     )
     assert_df_equality(listing.oversized, expected, ignore_nullable=True)
+
+
+def test_the_listing_knows_sizes_and_builds_the_path_frame_only_on_demand(spark, tmp_path):
+    from fruitfeat.images import list_input
+
+    make_tree(tmp_path, {"Training/Lime/a.jpg": b"1" * 10, "Training/Lime/b.jpg": b"2" * 32, "Test/Lime/c.jpg": b""})
+    listing = list_input(spark, f"file://{tmp_path}", ["jpg"], max_file_bytes=1000)
+    assert (listing.file_count, listing.total_bytes) == (3, 42)
+    assert "files" not in listing.__dict__  # nothing built yet
+    assert listing.files.count() == 3 and "files" in listing.__dict__
+
+
+@pytest.mark.parametrize(
+    ("weighted", "cores", "cap", "splits"),
+    [
+        (552, 2, 128, 6),  # 8,000 small images on 2 cores: 5 splits by default, 6 balanced
+        (138, 2, 128, 2),  # 2,000 images: one wave
+        (10, 2, 128, 2),  # a tiny input still uses every core
+        (1090, 2, 128, 10),
+        (1000, 64, 128, 64),
+    ],
+)
+def test_balanced_splits_fill_whole_waves_and_never_exceed_the_cap(weighted, cores, cap, splits):
+    from fruitfeat.images import balanced_split_bytes
+
+    mb = 1024 * 1024
+    split = balanced_split_bytes(weighted * mb, cores, cap * mb)
+    assert split <= cap * mb
+    assert -(-weighted * mb // split) == splits and splits % cores == 0
+
+
+def test_balanced_splits_make_the_image_scan_a_multiple_of_the_cores(spark, tmp_path):
+    from fruitfeat.images import file_split_bytes, list_input, listing_split_bytes
+
+    make_tree(tmp_path, {f"Training/Lime/{i:02d}.jpg": bytes([i]) * 100 for i in range(12)})
+    listing = list_input(spark, f"file://{tmp_path}", ["jpg"], max_file_bytes=1000)
+    open_cost = int(spark.conf.get("spark.sql.files.openCostInBytes").rstrip("b"))
+    weight = 100 + open_cost
+    key = "spark.sql.files.maxPartitionBytes"
+    before = spark.conf.get(key)
+    spark.conf.set(key, str(5 * weight))  # Spark alone: splits of 5, 5 and 2 files, a last wave on one core
+    try:
+        assert listing.images.select("path").rdd.getNumPartitions() == 3
+        split = listing_split_bytes(spark, listing, open_cost, max_split_bytes=5 * weight)
+        with file_split_bytes(spark, split):
+            sizes = listing.images.select("path").rdd.glom().map(len).collect()
+            assert spark.conf.get(key) == str(split)
+        assert sizes == [3, 3, 3, 3]  # two full waves of two tasks
+        assert spark.conf.get(key) == str(5 * weight)  # the session's setting is back
+    finally:
+        spark.conf.set(key, before)

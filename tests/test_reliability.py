@@ -88,7 +88,7 @@ STAGES = [
     "list_input",
     "resolve_weights",
     "featurize_images",
-    "quarantine_table",
+    "account_for_listing",
     "fit_pca",
     "project_features",
     "write_pca_model",
