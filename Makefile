@@ -155,7 +155,7 @@ clean:
 
 # Benchmark (code in bench/, results in bench/results/ and docs/benchmarks.md): the course notebook's
 # method vs the raw inference engines vs the job end to end at several sizes, and the two PCA fits.
-# ~10 minutes on 2 quiet cores (2,000 / 8,000 / 16,000 images), more on busy ones; a quicker one (~5 minutes):
+# ~13 minutes on 2 cores (2,000 / 8,000 / 16,000 images; 12.9 measured); a quicker one (~5 minutes):
 # make bench BENCH_ARGS='--sizes 500,1000,2000'.
 BENCH_ARGS ?=
 .PHONY: bench

@@ -9,6 +9,9 @@ Two runtimes (``model.runtime``): ``tensorflow`` broadcasts the ``.npz`` of the 
 workers rebuild the Keras model; ``onnxruntime`` converts the Keras model (still built from the same
 weights, which stay the source of truth) to ONNX once on the driver and broadcasts that model, and
 workers run it with ONNX Runtime without importing TensorFlow (fruitfeat/onnx_export.py).
+
+Either payload is kept between runs by ``fruitfeat.payload_cache`` (``model.cache``), keyed by the
+weights' content: a later run's driver loads it without building, converting or importing anything.
 """
 
 from __future__ import annotations
