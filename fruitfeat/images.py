@@ -107,7 +107,7 @@ def list_input(spark: SparkSession, root: str, extensions: Iterable[str], max_fi
     """
     relation = _load_binary_files(spark, root, extensions)
     uris = tuple(relation.inputFiles())
-    total_bytes = int(relation._jdf.queryExecution().optimizedPlan().stats().sizeInBytes())
+    total_bytes = _indexed_bytes(relation)
     files = relation.select("path", "length", "content")
     oversized = (
         files.where(F.col("length") > max_file_bytes)
@@ -116,6 +116,14 @@ def list_input(spark: SparkSession, root: str, extensions: Iterable[str], max_fi
         .select("path", "label", "split", "size")
     )
     return ImageListing(_images(files, max_file_bytes), oversized, uris, total_bytes)
+
+
+def _indexed_bytes(relation: DataFrame) -> int:
+    """Sum of the file sizes Spark's file index holds (the relation's size statistic): no file is opened."""
+    try:
+        return int(relation._jdf.queryExecution().optimizedPlan().stats().sizeInBytes())
+    except Exception:  # py4j or a Spark without this statistic: split balancing then weighs open costs only
+        return 0
 
 
 #: Spark's default ``spark.sql.files.maxPartitionBytes``: the largest split balancing may choose.

@@ -79,8 +79,8 @@ def account_for_listing(staged: DataFrame, listing: ImageListing, max_file_bytes
 
     The staged outcomes and the oversized files are counted together (one aggregate over one column).
     Whatever the listing holds beyond them was never returned by ``binaryFile`` (zero bytes, or
-    removed mid-run); only then is the listing anti-joined to name those files. A file counted
-    twice, or a missing file the anti-join cannot find, is an accounting error.
+    removed mid-run); only then is the listing anti-joined to name those files. More rows than
+    listed files, or a missing file the anti-join cannot find, is an accounting error.
     """
     outcomes = staged.select(F.col("error_reason").alias("reason")).unionByName(
         listing.oversized.select(F.lit("too_large").alias("reason"))
