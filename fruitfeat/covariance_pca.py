@@ -29,7 +29,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fruitfeat.pca import PCAInputError
+
+class PCAInputError(ValueError):
+    """PCA cannot be fitted as configured on this data.
+
+    Defined here, not in ``fruitfeat.pca``: the Python workers unpickle this module's functions, and
+    importing ``fruitfeat.pca`` would make each of them import ``pyspark.ml`` (~0.3 s) for nothing.
+    """
+
 
 #: Rows per matrix product inside a partition: bounds worker memory (4096 x 1280 float64 = 40 MB).
 CHUNK_ROWS = 4096
@@ -170,13 +177,22 @@ def _partition_stats(batches: Iterator[pa.RecordBatch], chunk_rows: int = CHUNK_
         n, mean, scatter = total
         yield pa.RecordBatch.from_arrays(
             [pa.array([n], pa.int64()), pa.array([len(mean)], pa.int32()),
-             pa.array([mean.tobytes()]), pa.array([scatter.tobytes()])],
+             pa.array([mean.tobytes()]), pa.array([_upper_triangle(scatter).tobytes()])],
             schema=_ARROW_STATS_SCHEMA,
         )
 
 
+def _upper_triangle(matrix: np.ndarray) -> np.ndarray:
+    """The scatter matrix is symmetric: half of it travels back to the driver (6.5 MB at d = 1280, not 13)."""
+    return matrix[np.triu_indices(len(matrix))]
+
+
 def _decode(n: int, dim: int, mean: bytes, scatter: bytes) -> Stats:
-    return n, np.frombuffer(mean, np.float64).copy(), np.frombuffer(scatter, np.float64).reshape(dim, dim).copy()
+    upper = np.triu_indices(dim)
+    full = np.zeros((dim, dim))
+    full[upper] = np.frombuffer(scatter, np.float64)
+    full.T[upper] = full[upper]  # mirror into the lower triangle
+    return n, np.frombuffer(mean, np.float64).copy(), full
 
 
 def _merge_checked(a: Stats | None, b: Stats | None) -> Stats | None:
@@ -212,12 +228,12 @@ def covariance_statistics(
 
         column = vector_to_array(column, dtype="float64")
     parallelism = max(1, df.sparkSession.sparkContext.defaultParallelism)
-    selected = df.select(column.alias("x"))
-    if selected.rdd.getNumPartitions() > parallelism:
-        selected = selected.coalesce(parallelism)
+    # coalesce never adds partitions, so no need to plan the query to ask how many there are (each
+    # `.rdd.getNumPartitions()` cost 0.1-1 s here): at most one partial per task slot either way.
+    selected = df.select(column.alias("x")).coalesce(parallelism)
     partials = selected.mapInArrow(functools.partial(_partition_stats, chunk_rows=chunk_rows), _STATS_SCHEMA)
     if combine == "auto":
-        combine = "collect" if partials.rdd.getNumPartitions() <= MAX_COLLECTED_PARTIALS else "tree"
+        combine = "collect" if parallelism <= MAX_COLLECTED_PARTIALS else "tree"
     if combine == "tree":
         rdd = partials.rdd.map(lambda row: _decode(row.n, row.dim, bytes(row.mean), bytes(row.scatter)))
         if rdd.getNumPartitions() == 0:

@@ -25,14 +25,12 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.linalg import DenseMatrix, DenseVector
 from pyspark.sql import DataFrame, SparkSession
 
+from fruitfeat.covariance_pca import PCAInputError
+
 _VECTOR = "_pca_input"
 _PROJECTED = "_pca_output"
 
 PCAMethod = Literal["covariance", "spark_ml"]
-
-
-class PCAInputError(ValueError):
-    """PCA cannot be fitted as configured on this data."""
 
 
 @dataclass(frozen=True)
