@@ -95,15 +95,17 @@ def account_for_listing(staged: DataFrame, listing: ImageListing, max_file_bytes
         )
     spark = staged.sparkSession
     if missing == 0 and not reasons:
-        errors = spark.createDataFrame([], ERRORS_SCHEMA)  # nothing to scan for
-    else:
-        errors = quarantine_table(staged, listing, max_file_bytes, include_unread=missing > 0)
+        return Accounting(listing.file_count, featurized, reasons, spark.createDataFrame([], ERRORS_SCHEMA))
+    errors = quarantine_table(staged, listing, max_file_bytes, include_unread=False)
     if missing > 0:
-        found = unread_rows(listing.files, _read_paths(staged, listing)).count()
-        if found != missing:
+        # Collected once (they are at most the missing files): counted here and written with the rest,
+        # without running the anti-join a second time for the write.
+        unread = unread_rows(listing.files, _read_paths(staged, listing)).select(*ERROR_COLUMNS).collect()
+        if len(unread) != missing:
             raise RuntimeError(
                 f"accounting error: {missing} listed files were neither featurized nor quarantined, "
-                f"but {found} are missing from the scan"
+                f"but {len(unread)} are missing from the scan"
             )
-        reasons["empty_file"] = reasons.get("empty_file", 0) + found
+        reasons["empty_file"] = reasons.get("empty_file", 0) + len(unread)
+        errors = errors.unionByName(spark.createDataFrame(unread, ERRORS_SCHEMA))
     return Accounting(listing.file_count, featurized, reasons, errors)
