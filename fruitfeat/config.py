@@ -131,11 +131,21 @@ class ModelConfig(_Section):
         return location
 
 
+#: Images per inference call when ``featurize.batch_size`` is not set, per runtime (docs/benchmarks.md).
+#: ONNX Runtime with one thread per worker: 1-4 images keep the activations in the core's cache; two
+#: single-thread workers side by side ran 437 img/s at batch 2 and 326 at batch 16 (the job's
+#: featurization 340-358 vs 292). TensorFlow's per-call overhead wants larger batches (16 = 64 there).
+DEFAULT_BATCH_SIZES = {"onnxruntime": 2, "tensorflow": 16}
+
+
 class FeaturizeConfig(_Section):
     image_size: int = Field(default=224, ge=32, le=1024, description="Side of the square network input")
-    # 16: faster than 64 end to end with ONNX Runtime (featurize 135-139 vs 128-130 img/s, alternating
-    # runs on 2,000 images) and a quarter of the activation memory (docs/benchmarks.md).
-    batch_size: int = Field(default=16, ge=1, le=4096, description="Images per inference call")
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="Images per inference call; None: the runtime's measured best (DEFAULT_BATCH_SIZES)",
+    )
     arrow_batch_size: int = Field(
         default=64, ge=1, le=100_000, description="Rows per Arrow batch sent to a Python worker"
     )
@@ -274,6 +284,11 @@ class JobConfig(_Section):
     classifier: ClassifierConfig = ClassifierConfig()
     spark: SparkConfig = SparkConfig()
     s3: S3Config = S3Config()
+
+    @property
+    def inference_batch_size(self) -> int:
+        """``featurize.batch_size``, or the measured best of ``model.runtime`` when it is not set."""
+        return self.featurize.batch_size or DEFAULT_BATCH_SIZES[self.model.runtime]
 
     @model_validator(mode="after")
     def _profile_guards(self) -> JobConfig:

@@ -112,7 +112,7 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
         featurized = featurize_images(
             listing.images,
             weights,
-            config.featurize.batch_size,
+            config.inference_batch_size,
             config.featurize.intra_op_threads,
             builds,
             config.input.max_image_pixels,
@@ -201,6 +201,7 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
             "onnx_model": storage.join(layout.root, ONNX_MODEL_FILE) if payload.runtime == "onnxruntime" else None,
             "raw_features": layout.raw_features if config.output.keep_raw_features else None,
         },
+        "featurize": {"inference_batch_size": config.inference_batch_size},
         "spark": {
             "master": spark.sparkContext.master,
             "application_id": spark.sparkContext.applicationId,

@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from fruitfeat.config import ConfigError, apply_overrides, load_config, normalize_location
+from fruitfeat.config import (
+    DEFAULT_BATCH_SIZES,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    normalize_location,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,9 +43,18 @@ def test_defaults_and_normalised_paths(tmp_path, monkeypatch):
     config = load_config(write(tmp_path, MINIMAL))
     assert config.input.path == f"file://{tmp_path}/data/in"
     assert config.output.path == "s3a://bucket/out"
-    assert (config.pca.k, config.featurize.image_size, config.featurize.batch_size) == (50, 224, 16)
+    assert (config.pca.k, config.featurize.image_size, config.featurize.batch_size) == (50, 224, None)
+    assert config.inference_batch_size == 2  # onnxruntime's measured best
     assert config.model.weights == "imagenet"
     assert config.input.extensions == ("jpeg", "jpg", "png")
+
+
+def test_inference_batch_defaults_to_the_runtimes_best_and_an_explicit_one_wins(tmp_path):
+    base = {"input": {"path": str(tmp_path)}, "output": {"path": str(tmp_path / "out")}}
+    assert config_from_dict(base).inference_batch_size == DEFAULT_BATCH_SIZES["onnxruntime"] == 2
+    tf = config_from_dict({**base, "model": {"runtime": "tensorflow"}})
+    assert tf.inference_batch_size == DEFAULT_BATCH_SIZES["tensorflow"] == 16
+    assert config_from_dict({**base, "featurize": {"batch_size": 8}}).inference_batch_size == 8
 
 
 def test_overrides_are_typed_and_validated(tmp_path):
