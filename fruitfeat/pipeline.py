@@ -8,18 +8,26 @@ import platform
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from fruitfeat import __version__, storage
 from fruitfeat.classifier import candidates_from_config
 from fruitfeat.config import JobConfig, local_path
 from fruitfeat.featurize import featurize_images, featurized_rows, model_build_log
-from fruitfeat.images import DEFAULT_MAX_SPLIT_BYTES, InputError, file_split_bytes, list_input, listing_split_bytes
+from fruitfeat.images import (
+    DEFAULT_MAX_SPLIT_BYTES,
+    ImageListing,
+    InputError,
+    file_split_bytes,
+    list_input,
+    listing_split_bytes,
+)
 from fruitfeat.model import ONNX_MODEL_FILE, resolve_weights
 from fruitfeat.payload_cache import PayloadCache
 from fruitfeat.pca import fit_pca, project_features
@@ -122,9 +130,18 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
             write_table(featurized, layout.raw_features)
         staged = spark.read.parquet(layout.raw_features)
         good = featurized_rows(staged)
-        accounting = account_for_listing(staged, listing, config.input.max_file_bytes)
-        write_table(accounting.errors, layout.errors)
-        counts, reasons = accounting.counts, accounting.reasons
+
+    # Counting the outcomes and writing the errors table are short Spark jobs that mostly wait (planning,
+    # scheduling, committing): they run in a second driver thread while PCA is fitted.
+    fit_error: Exception | None = None
+    with timer.stage("pca_fit", f"fitting PCA (k={config.pca.k}, {config.pca.method}), accounting alongside"):
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fruitfeat-accounting") as alongside:
+            accounted = alongside.submit(_account_and_write_errors, staged, listing, config, layout)
+            try:
+                fitted = fit_pca(good, config.pca.k, method=config.pca.method)
+            except Exception as exc:  # reported after the accounting: a rejected run should say why
+                fit_error = exc
+            counts, reasons = accounted.result()
         log.info("featurized %(featurized)d of %(listed)d files (%(quarantined)d quarantined)", counts)
 
     rejection = _rejection(counts, config.quarantine.max_fraction)
@@ -140,18 +157,18 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
         }
         write_json(spark, layout.manifest, rejected)
         raise QuarantineError(f"{rejection}; see {layout.errors} (run {layout.run_id} was not published)")
-
-    with timer.stage("pca_fit", f"fitting PCA (k={config.pca.k}, {config.pca.method})"):
-        fitted = fit_pca(good, config.pca.k, rows=counts["featurized"], method=config.pca.method)
-        variance = fitted.explained_variance
-        if fitted.variance_target is not None:
-            log.info("k=%d components reach the variance target %.1f%%", fitted.k, 100 * fitted.variance_target)
+    if fit_error is not None:
+        raise fit_error
+    variance = fitted.explained_variance
+    if fitted.variance_target is not None:
+        log.info("k=%d components reach the variance target %.1f%%", fitted.k, 100 * fitted.variance_target)
 
     with timer.stage("write", "writing features and the PCA model"):
-        write_table(good.transform(lambda df: project_features(df, fitted.model)), layout.features)
-        write_pca_model(fitted.model, layout.pca_model)
-        if payload.runtime == "onnxruntime":  # the exact network the workers ran, for `fruitfeat predict`
-            storage.write_bytes(spark, storage.join(layout.root, ONNX_MODEL_FILE), payload.blob)
+        # The model files are small writes that mostly wait: they go alongside the features.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fruitfeat-model-write") as alongside:
+            model_written = alongside.submit(_write_models, spark, fitted.model, payload, layout)
+            write_table(good.transform(lambda df: project_features(df, fitted.model)), layout.features)
+            model_written.result()
         if not config.output.keep_raw_features:
             storage.delete_tree(spark, layout.raw_features)
 
@@ -224,6 +241,20 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
     log.info("published run %s", layout.run_id)
     weights.unpersist()
     return RunResult(layout.run_id, layout.root, layout.features, manifest)
+
+
+def _account_and_write_errors(
+    staged: DataFrame, listing: ImageListing, config: JobConfig, layout: RunLayout
+) -> tuple[dict[str, int], dict[str, int]]:
+    accounting = account_for_listing(staged, listing, config.input.max_file_bytes)
+    write_table(accounting.errors, layout.errors)
+    return accounting.counts, accounting.reasons
+
+
+def _write_models(spark: SparkSession, model, payload, layout: RunLayout) -> None:
+    write_pca_model(model, layout.pca_model)
+    if payload.runtime == "onnxruntime":  # the exact network the workers ran, for `fruitfeat predict`
+        storage.write_bytes(spark, storage.join(layout.root, ONNX_MODEL_FILE), payload.blob)
 
 
 def _max_split_bytes(config: JobConfig) -> int:
