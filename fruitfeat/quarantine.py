@@ -43,16 +43,17 @@ def unread_rows(files: DataFrame, read_paths: DataFrame) -> DataFrame:
 
 
 def quarantine_table(
-    staged: DataFrame, listing: ImageListing, max_file_bytes: int, include_unread: bool = True
+    staged: DataFrame, listing: ImageListing, max_file_bytes: int, include_oversized: bool = True
 ) -> DataFrame:
-    """``path, label, split, reason, message, size`` for every listed file without features.
+    """``path, label, split, reason, message, size`` of the decode errors and the oversized files.
 
-    ``include_unread=False`` leaves out the anti-join against the listing, for when the counts
-    already show that the scan returned every listed file.
+    ``include_oversized=False`` leaves out the scan for oversized files when the counts show there
+    are none. Files the scan never returned are added by :func:`account_for_listing`, which knows
+    whether there are any.
     """
-    table = quarantined_rows(staged).unionByName(oversized_rows(listing.oversized, max_file_bytes))
-    if include_unread:
-        table = table.unionByName(unread_rows(listing.files, _read_paths(staged, listing)))
+    table = quarantined_rows(staged)
+    if include_oversized:
+        table = table.unionByName(oversized_rows(listing.oversized, max_file_bytes))
     return table.select(*ERROR_COLUMNS)
 
 
@@ -75,28 +76,37 @@ class Accounting:
 
 
 def account_for_listing(staged: DataFrame, listing: ImageListing, max_file_bytes: int) -> Accounting:
-    """Count every outcome in one job, and look for files the scan skipped only if some are missing.
+    """Count the staged outcomes in one job; look further only if listed files are missing from them.
 
-    The staged outcomes and the oversized files are counted together (one aggregate over one column).
-    Whatever the listing holds beyond them was never returned by ``binaryFile`` (zero bytes, or
-    removed mid-run); only then is the listing anti-joined to name those files. More rows than
-    listed files, or a missing file the anti-join cannot find, is an accounting error.
+    Every listed file up to ``max_file_bytes`` was scanned and staged as a feature row or a decode
+    error. When the staged rows match the listing, no file was oversized or skipped, and the
+    accounting is that one aggregate. Otherwise the oversized files are counted (a scan of the file
+    index, no file opened) and, if files are still missing, the listing is anti-joined to name the
+    ones ``binaryFile`` never returned (zero bytes, or removed mid-run). More rows than listed
+    files, or a missing file the anti-join cannot find, is an accounting error.
     """
-    outcomes = staged.select(F.col("error_reason").alias("reason")).unionByName(
-        listing.oversized.select(F.lit("too_large").alias("reason"))
-    )
-    reasons = {row["reason"]: row["count"] for row in outcomes.groupBy("reason").count().collect()}
+    outcomes = staged.groupBy(F.col("error_reason").alias("reason")).count().collect()
+    reasons = {row["reason"]: row["count"] for row in outcomes}
     featurized = reasons.pop(None, 0)
-    missing = listing.file_count - featurized - sum(reasons.values())
-    if missing < 0:
+    staged_rows = featurized + sum(reasons.values())
+    if staged_rows > listing.file_count:
         raise RuntimeError(
             f"accounting error: {featurized} featurized and {sum(reasons.values())} quarantined rows for "
             f"{listing.file_count} listed files (a file was counted twice)"
         )
     spark = staged.sparkSession
-    if missing == 0 and not reasons:
+    if staged_rows == listing.file_count and not reasons:
         return Accounting(listing.file_count, featurized, reasons, spark.createDataFrame([], ERRORS_SCHEMA))
-    errors = quarantine_table(staged, listing, max_file_bytes, include_unread=False)
+    oversized = listing.oversized.count() if staged_rows < listing.file_count else 0
+    if oversized:
+        reasons["too_large"] = reasons.get("too_large", 0) + oversized
+    missing = listing.file_count - staged_rows - oversized
+    if missing < 0:
+        raise RuntimeError(
+            f"accounting error: {staged_rows} staged rows and {oversized} oversized files for "
+            f"{listing.file_count} listed files (a file was counted twice)"
+        )
+    errors = quarantine_table(staged, listing, max_file_bytes, include_oversized=oversized > 0)
     if missing > 0:
         # Collected once (they are at most the missing files): counted here and written with the rest,
         # without running the anti-join a second time for the write.

@@ -1,5 +1,7 @@
 """Accounting: every listed file is featurized or quarantined with a reason, counted in one job."""
 
+from dataclasses import replace
+
 import pytest
 from chispa import assert_df_equality
 
@@ -32,6 +34,30 @@ def test_a_clean_input_needs_no_anti_join_and_has_an_empty_errors_table(spark, t
     assert accounting.reasons == {}
     assert_df_equality(accounting.errors, spark.createDataFrame([], ERRORS_SCHEMA))
     assert "files" not in listing.__dict__  # the listing's path frame was never built
+
+
+class _Untouchable:
+    """Stands in for a listing's oversized frame that the accounting must not need."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the oversized files were looked for ({name}) although every listed file was staged")
+
+
+def test_decode_errors_alone_need_no_scan_for_oversized_files(spark, tmp_path):
+    make_tree(tmp_path, {"Training/Lime/a.jpg": b"aa", "Test/Lime/junk.jpg": b"junk"})
+    listing = replace(list_input(spark, f"file://{tmp_path}", ["jpg"], max_file_bytes=100), oversized=_Untouchable())
+    staged = staged_frame(
+        spark,
+        tmp_path,
+        [("Training/Lime/a.jpg", 2, [1.0], None, None), ("Test/Lime/junk.jpg", 4, None, "not_an_image", "no image")],
+    )
+    accounting = account_for_listing(staged, listing, max_file_bytes=100)
+    assert accounting.counts == {"listed": 2, "featurized": 1, "quarantined": 1}
+    assert accounting.reasons == {"not_an_image": 1}
+    expected = spark.createDataFrame(
+        [(f"file:{tmp_path}/Test/Lime/junk.jpg", "Lime", "Test", "not_an_image", "no image", 4)], ERRORS_SCHEMA
+    )
+    assert_df_equality(accounting.errors, expected, ignore_nullable=True)
 
 
 def test_every_kind_of_bad_file_gets_its_reason(spark, tmp_path):
