@@ -35,7 +35,15 @@ from fruitfeat.quarantine import account_for_listing
 from fruitfeat.recognition import RecognitionSettings, run_recognition
 from fruitfeat.report import REPORT_FILE, render_report
 from fruitfeat.session import build_spark_session
-from fruitfeat.writer import RunLayout, new_run_id, publish, write_json, write_pca_model, write_table
+from fruitfeat.writer import (
+    STAGING_OPTIONS,
+    RunLayout,
+    new_run_id,
+    publish,
+    write_json,
+    write_pca_model,
+    write_table,
+)
 
 log = logging.getLogger("fruitfeat")
 
@@ -127,7 +135,7 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
             config.featurize.partitions_per_core * spark.sparkContext.defaultParallelism,
         )
         with file_split_bytes(spark, split_bytes):  # the scan is planned and run by this write
-            write_table(featurized, layout.raw_features)
+            write_table(featurized, layout.raw_features, STAGING_OPTIONS)
         staged = spark.read.parquet(layout.raw_features)
         good = featurized_rows(staged)
 

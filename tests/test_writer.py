@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from fruitfeat.writer import RunLayout, new_run_id, publish, read_latest, write_table
+from fruitfeat.writer import STAGING_OPTIONS, RunLayout, new_run_id, publish, read_latest, write_table
 
 
 def test_run_ids_sort_by_time_and_do_not_collide():
@@ -30,6 +30,20 @@ def test_tables_are_never_overwritten(spark, tmp_path):
     with pytest.raises(Exception, match="already exists"):
         write_table(df, target)
     assert spark.read.parquet(target).collect()[0].n == 1
+
+
+def test_staged_features_are_written_plain_and_read_back_equal(spark, tmp_path):
+    import pyarrow.parquet as pq
+
+    rows = [("a", [float(i) + 0.5 for i in range(300)]), ("b", [-1.25] * 300)]
+    df = spark.createDataFrame(rows, "path string, features array<float>").coalesce(1)
+    write_table(df, f"file://{tmp_path}/staged", STAGING_OPTIONS)
+    (part,) = tmp_path.glob("staged/part-*.parquet")
+    column = pq.ParquetFile(part).metadata.row_group(0).column(1)
+    assert column.path_in_schema.endswith("element") and column.compression == "UNCOMPRESSED"
+    assert not any("DICTIONARY" in encoding for encoding in column.encodings)
+    back = sorted(spark.read.parquet(f"file://{tmp_path}/staged").collect())
+    assert [(r.path, list(r.features)) for r in back] == rows
 
 
 def test_publish_marks_the_run_then_points_latest_at_it(spark, tmp_path):
