@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import unquote, urlparse
 
+from py4j.protocol import Py4JError
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
@@ -106,7 +107,7 @@ def list_input(spark: SparkSession, root: str, extensions: Iterable[str], max_fi
     LIST calls are the cost that grows with the data).
     """
     relation = _load_binary_files(spark, root, extensions)
-    uris = tuple(relation.inputFiles())
+    uris = input_files(relation)
     total_bytes = _indexed_bytes(relation)
     files = relation.select("path", "length", "content")
     oversized = (
@@ -116,6 +117,25 @@ def list_input(spark: SparkSession, root: str, extensions: Iterable[str], max_fi
         .select("path", "label", "split", "size")
     )
     return ImageListing(_images(files, max_file_bytes), oversized, uris, total_bytes)
+
+
+#: Cannot occur in a file name or a URI: separates the paths of the file index in one string.
+_PATH_SEPARATOR = "\0"
+
+
+def input_files(relation: DataFrame) -> tuple[str, ...]:
+    """``relation.inputFiles()`` in one py4j round trip.
+
+    PySpark's ``inputFiles()`` fetches the JVM's array one element per call (~60 us each: 1 s at
+    16,000 files, a minute at a million); joined in the JVM, the paths cross as one string.
+    """
+    jvm = relation.sparkSession.sparkContext._jvm
+    try:
+        # Hadoop's join takes the String[] as it is (py4j cannot pass it as varargs to String.join).
+        joined = jvm.org.apache.hadoop.util.StringUtils.join(_PATH_SEPARATOR, relation._jdf.inputFiles())
+    except Py4JError:  # a Hadoop without this overload: the slow path, same result
+        return tuple(relation.inputFiles())
+    return tuple(joined.split(_PATH_SEPARATOR)) if joined else ()
 
 
 def _indexed_bytes(relation: DataFrame) -> int:

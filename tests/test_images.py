@@ -113,6 +113,18 @@ def test_listing_accounts_for_zero_byte_and_oversized_files(spark, tmp_path):
     assert_df_equality(listing.oversized, expected, ignore_nullable=True)
 
 
+def test_input_files_in_one_call_equal_pysparks_element_by_element(spark, tmp_path):
+    from fruitfeat.images import _load_binary_files, input_files
+
+    make_tree(
+        tmp_path,
+        {"Training/Apple Red/0 1.jpg": b"a", "Training/Pêche/é,2.jpg": b"bb", "Test/Lime/%20.jpg": b"", "Test/Lime/x.JPG": b"c"},
+    )
+    relation = _load_binary_files(spark, f"file://{tmp_path}", ["jpg"])
+    assert input_files(relation) == tuple(relation.inputFiles())
+    assert len(input_files(relation)) == 4
+
+
 def test_the_listing_knows_sizes_and_builds_the_path_frame_only_on_demand(spark, tmp_path):
     from fruitfeat.images import list_input
 
