@@ -249,15 +249,17 @@ def job_config(images: Path, output: Path, args, **featurize) -> dict:
 COLD = "first run: cold cache"
 
 
-def pipeline_plan(sizes: list[int], compare: int, runtime: str) -> list[tuple[int, str, dict]]:
+def pipeline_plan(sizes: list[int], compare: int, runtime: str, variants: bool = True) -> list[tuple[int, str, dict]]:
     """(images, label, config overrides) of the end-to-end runs, in order, all into one output root.
 
     The first run fills the model payload cache, so every size after it is measured warm, as a daily job
     runs. The other runtime (~2x slower) runs once, at ``compare`` (the smallest size by default), and
     converts on that run: its payload is a cache entry of its own."""
     other = "tensorflow" if runtime == "onnxruntime" else "onnxruntime"
-    return ([(min(sizes), COLD, {})] + [(n, "", {}) for n in sizes]
-            + [(compare, "", {"runtime": other}), (max(sizes), "balance_splits=false", {"balance_splits": False})])
+    plan = [(min(sizes), COLD, {})] + [(n, "", {}) for n in sizes]
+    if variants:
+        plan += [(compare, "", {"runtime": other}), (max(sizes), "balance_splits=false", {"balance_splits": False})]
+    return plan
 
 
 def run_pipelines(plan: list[tuple[int, str, dict]], sets: dict[int, Path], output: Path, args,
@@ -498,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="size of the other-runtime run; default the smallest size "
                              "(balance_splits=false runs at the largest)")
     parser.add_argument("--pca-rows", type=int, default=20000, help="0 skips the PCA comparison")
+    parser.add_argument("--no-variants", action="store_true",
+                        help="skip the other-runtime and balance_splits=false runs (e.g. for one large size)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the generated images and outputs")
     parser.add_argument("--render", type=Path, default=None,
@@ -526,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] naive notebook method on {args.naive} images ...", flush=True)
         results["naive"] = run_child("naive", {"images": str(sets[args.naive]), "out": str(work / "naive_out"),
                                                "image_size": args.image_size}, log)
-        plan = pipeline_plan(sizes, compare, args.runtime)
+        plan = pipeline_plan(sizes, compare, args.runtime, variants=not args.no_variants)
         results["pipeline"] = run_pipelines(plan, sets, work / "output", args, log)
         if args.pca_rows:
             print(f"[bench] PCA {args.pca_rows} x 1280: covariance vs Spark ML, three times each, alternating ...", flush=True)

@@ -133,8 +133,8 @@ class ModelConfig(_Section):
 
 #: Images per inference call when ``featurize.batch_size`` is not set, per runtime (docs/benchmarks.md).
 #: ONNX Runtime with one thread per worker: 1-4 images keep the activations in the core's cache; two
-#: single-thread workers side by side ran 437 img/s at batch 2 and 326 at batch 16 (the job's
-#: featurization 340-358 vs 292). TensorFlow's per-call overhead wants larger batches (16 = 64 there).
+#: single-thread workers side by side ran 381-443 img/s at batch 1-2 and 304-345 at batch 16 (the job's
+#: featurization 340-361 vs 292). TensorFlow's per-call overhead wants larger batches (16 = 64 there).
 DEFAULT_BATCH_SIZES = {"onnxruntime": 2, "tensorflow": 16}
 
 
