@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+from pyspark.ml.feature import PCAModel
 from pyspark.sql import DataFrame, SparkSession
 
 from fruitfeat import __version__, storage
@@ -28,7 +29,7 @@ from fruitfeat.images import (
     list_input,
     listing_split_bytes,
 )
-from fruitfeat.model import ONNX_MODEL_FILE, resolve_weights
+from fruitfeat.model import ONNX_MODEL_FILE, WeightsPayload, resolve_weights
 from fruitfeat.payload_cache import PayloadCache
 from fruitfeat.pca import fit_pca, project_features
 from fruitfeat.quarantine import account_for_listing
@@ -259,7 +260,7 @@ def _account_and_write_errors(
     return accounting.counts, accounting.reasons
 
 
-def _write_models(spark: SparkSession, model, payload, layout: RunLayout) -> None:
+def _write_models(spark: SparkSession, model: PCAModel, payload: WeightsPayload, layout: RunLayout) -> None:
     write_pca_model(model, layout.pca_model)
     if payload.runtime == "onnxruntime":  # the exact network the workers ran, for `fruitfeat predict`
         storage.write_bytes(spark, storage.join(layout.root, ONNX_MODEL_FILE), payload.blob)
