@@ -68,7 +68,7 @@ def _side_by_side_worker(blob: bytes, images: np.ndarray, batches: tuple[int, ..
     session(images[:8])  # warm-up
     rates = {}
     for batch in batches:
-        barrier.wait()
+        barrier.wait(timeout=300)  # a sibling that died breaks the barrier instead of hanging the benchmark
         rates[str(batch)] = _timeit(session, images, batch, repeat=2)
     queue.put(rates)
 
