@@ -42,19 +42,12 @@ def unread_rows(files: DataFrame, read_paths: DataFrame) -> DataFrame:
     )
 
 
-def quarantine_table(
-    staged: DataFrame, listing: ImageListing, max_file_bytes: int, include_oversized: bool = True
-) -> DataFrame:
-    """``path, label, split, reason, message, size`` of the decode errors and the oversized files.
+def quarantine_table(staged: DataFrame) -> DataFrame:
+    """``path, label, split, reason, message, size`` of the files the decoder refused.
 
-    ``include_oversized=False`` leaves out the scan for oversized files when the counts show there
-    are none. Files the scan never returned are added by :func:`account_for_listing`, which knows
-    whether there are any.
+    :func:`account_for_listing` adds the oversized and unread files, collected once when there are any.
     """
-    table = quarantined_rows(staged)
-    if include_oversized:
-        table = table.unionByName(oversized_rows(listing.oversized, max_file_bytes))
-    return table.select(*ERROR_COLUMNS)
+    return quarantined_rows(staged).select(*ERROR_COLUMNS)
 
 
 def _read_paths(staged: DataFrame, listing: ImageListing) -> DataFrame:
@@ -97,16 +90,21 @@ def account_for_listing(staged: DataFrame, listing: ImageListing, max_file_bytes
     spark = staged.sparkSession
     if staged_rows == listing.file_count and not reasons:
         return Accounting(listing.file_count, featurized, reasons, spark.createDataFrame([], ERRORS_SCHEMA))
-    oversized = listing.oversized.count() if staged_rows < listing.file_count else 0
+    errors = quarantine_table(staged)
+    oversized: list = []
+    if staged_rows < listing.file_count:
+        # Collected once (normally few): counted and written from the same rows, so the scan of the
+        # file index (a HEAD per object on S3) runs once.
+        oversized = oversized_rows(listing.oversized, max_file_bytes).select(*ERROR_COLUMNS).collect()
     if oversized:
-        reasons["too_large"] = reasons.get("too_large", 0) + oversized
-    missing = listing.file_count - staged_rows - oversized
+        reasons["too_large"] = reasons.get("too_large", 0) + len(oversized)
+        errors = errors.unionByName(spark.createDataFrame(oversized, ERRORS_SCHEMA))
+    missing = listing.file_count - staged_rows - len(oversized)
     if missing < 0:
         raise RuntimeError(
-            f"accounting error: {staged_rows} staged rows and {oversized} oversized files for "
+            f"accounting error: {staged_rows} staged rows and {len(oversized)} oversized files for "
             f"{listing.file_count} listed files (a file was counted twice)"
         )
-    errors = quarantine_table(staged, listing, max_file_bytes, include_oversized=oversized > 0)
     if missing > 0:
         # Collected once (they are at most the missing files): counted here and written with the rest,
         # without running the anti-join a second time for the write.
