@@ -207,31 +207,45 @@ def pipeline(args: dict) -> dict:
             "payload_cache": m["weights"].get("payload_cache")}
 
 
-def _write_like_spark(data: np.ndarray, directory: Path, files: int) -> None:
+def _write_like_spark(data: np.ndarray, directory: Path, files: int, packed: bool = False) -> None:
     """``files`` Parquet files of one row group each, like a Spark job's output: one file of one row group
-    is read by a single task, which would time one busy core instead of the method."""
+    is read by a single task, which would time one busy core instead of the method. ``packed``: the job's
+    staging form (one float32 binary value per row, written plain like ``writer.STAGING_OPTIONS``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from fruitfeat.packed_features import pack_rows
+
     directory.mkdir(parents=True, exist_ok=True)
     for i, rows in enumerate(np.array_split(np.arange(len(data)), files)):
-        values = pa.array(data[rows].reshape(-1))
-        column = pa.FixedSizeListArray.from_arrays(values, data.shape[1]).cast(pa.list_(pa.float32()))
-        pq.write_table(pa.table({"features": column}), directory / f"part-{i:05d}.parquet", row_group_size=len(rows))
+        if packed:
+            column = pa.array(pack_rows(list(data[rows])), pa.binary())
+            options = {"compression": "none", "use_dictionary": False}
+        else:
+            values = pa.array(data[rows].reshape(-1))
+            column = pa.FixedSizeListArray.from_arrays(values, data.shape[1]).cast(pa.list_(pa.float32()))
+            options = {}
+        pq.write_table(pa.table({"features": column}), directory / f"part-{i:05d}.parquet",
+                       row_group_size=len(rows), **options)
 
 
-#: Alternations of the two PCA fits: on this shared machine a single warm fit of either varied by 30 %.
+#: Alternations of the PCA fits: on this shared machine a single warm fit of any of them varied by 30 %.
 PCA_ROUNDS = 3
+#: What each fit reads: the covariance fit as the job runs it (its packed staging table), the same fit on
+#: array<float> rows, and Spark ML, which needs vectors: the array table is its best case.
+PCA_METHODS = {"covariance": ("covariance", "packed"), "covariance_array": ("covariance", "array"),
+               "spark_ml": ("spark_ml", "array")}
 
 
 def pca(args: dict) -> dict:
     """covariance PCA vs Spark ML PCA on the same rows x dim float32 data, read back from Parquet.
 
-    Alternating in one session (covariance, spark_ml, three times): the first fit of each also
-    warms the JVM (code generation, the ML classes), so each method's best time is compared and the
-    worst (cold) times are kept alongside."""
+    Alternating in one session (each method in turn, three times): the first fit of each also warms
+    the JVM (code generation, the ML classes), so each method's best time is compared and the worst
+    (cold) times are kept alongside. The session uses the job's Arrow batch (featurize.arrow_batch_size)."""
     from pyspark.sql import SparkSession
 
+    from fruitfeat.config import FeaturizeConfig
     from fruitfeat.pca import fit_pca
 
     rows, dim, k = args["rows"], args["dim"], args["k"]
@@ -241,32 +255,40 @@ def pca(args: dict) -> dict:
     scales = (1.0 / np.arange(1, 201) ** 0.8).astype(np.float32)
     data = (rng.standard_normal((rows, 200)).astype(np.float32) * scales) @ basis
     data += 0.05 * rng.standard_normal((rows, dim)).astype(np.float32) + 1.0
-    path = Path(args["work"]) / "pca_input"
-    _write_like_spark(data, path, 2 * CORES)
+    paths = {form: Path(args["work"]) / f"pca_input_{form}" for form in ("array", "packed")}
+    for form, path in paths.items():
+        _write_like_spark(data, path, 2 * CORES, packed=form == "packed")
     del data
 
     spark = SparkSession.builder.master(f"local[{CORES}]").appName("bench-pca")
-    for key, value in SPARK_CONF.items():
+    conf = {**SPARK_CONF, "spark.sql.execution.arrow.maxRecordsPerBatch": str(FeaturizeConfig().arrow_batch_size)}
+    for key, value in conf.items():
         spark = spark.config(key, value)
     spark = spark.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
-    df = spark.read.parquet(f"file://{path}")
-    df.count()
-    out = {"rows": rows, "dim": dim, "k": k, "input_files": 2 * CORES, "input_partitions": df.rdd.getNumPartitions()}
-    times: dict[str, list[float]] = {"covariance": [], "spark_ml": []}
-    variance: dict[str, list[np.ndarray]] = {"covariance": [], "spark_ml": []}
-    for method in ("covariance", "spark_ml") * PCA_ROUNDS:
+    frames = {form: spark.read.parquet(f"file://{path}") for form, path in paths.items()}
+    for df in frames.values():
+        df.count()
+    out = {"rows": rows, "dim": dim, "k": k, "input_files": 2 * CORES,
+           "input_partitions": frames["array"].rdd.getNumPartitions(),
+           "inputs": {name: form for name, (_, form) in PCA_METHODS.items()}}
+    times: dict[str, list[float]] = {name: [] for name in PCA_METHODS}
+    variance: dict[str, list[np.ndarray]] = {name: [] for name in PCA_METHODS}
+    for name in list(PCA_METHODS) * PCA_ROUNDS:
+        method, form = PCA_METHODS[name]
         start = time.perf_counter()
-        fitted = fit_pca(df, k, rows=rows, method=method)
-        times[method].append(time.perf_counter() - start)
-        variance[method].append(np.asarray(fitted.explained_variance))
-    for method, seconds in times.items():
-        out[f"{method}_runs_s"] = seconds
-        out[f"{method}_s"] = min(seconds)
-        out[f"{method}_worst_s"] = max(seconds)  # the first, normally: cold JVM
+        fitted = fit_pca(frames[form], k, rows=rows, method=method)
+        times[name].append(time.perf_counter() - start)
+        variance[name].append(np.asarray(fitted.explained_variance))
+    for name, seconds in times.items():
+        out[f"{name}_runs_s"] = seconds
+        out[f"{name}_s"] = min(seconds)
+        out[f"{name}_worst_s"] = max(seconds)  # the first, normally: cold JVM
     out["speedup"] = out["spark_ml_s"] / out["covariance_s"]
+    out["speedup_array"] = out["spark_ml_s"] / out["covariance_array_s"]
     out["max_abs_explained_variance_diff"] = max(
-        float(np.abs(a - b).max()) for a in variance["covariance"] for b in variance["spark_ml"])
+        float(np.abs(a - b).max()) for name in ("covariance", "covariance_array")
+        for a in variance[name] for b in variance["spark_ml"])
     out["explained_variance_total"] = float(variance["covariance"][0].sum())
     spark.stop()
     return out

@@ -391,16 +391,21 @@ def _pca_table(results: dict) -> list[str]:
 
     def row(method: str, name: str) -> str:
         runs = ", ".join(f"{t:.1f}" for t in p[f"{method}_runs_s"])
-        return f"| {name} | {p[method + '_s']:.1f} | {p[method + '_worst_s']:.1f} | {runs} |"
+        return f"| {name} | {p[method + '_s']:.2f} | {p[method + '_worst_s']:.1f} | {runs} |"
 
-    return [f"PCA fit on {p['rows']} x {p['dim']} float32 (k={p['k']}, local[{cores}], read from Parquet: "
-            f"{p['input_files']} files, {p['input_partitions']} partitions), one session, alternating covariance and "
-            f"spark_ml ({len(p['covariance_runs_s'])} fits each):", "",
-            "| method | best seconds | worst (cold) seconds | all runs |", "| --- | ---: | ---: | --- |",
-            row("covariance", "covariance (fruitfeat default)"), row("spark_ml", "spark_ml (`pyspark.ml.feature.PCA`)"),
-            "", f"Speed-up (best spark_ml / best covariance) {p['speedup']:.1f}x; max |explained variance difference| "
-            f"over the {p['k']} components {p['max_abs_explained_variance_diff']:.2e} "
-            f"(total explained {p['explained_variance_total']:.4f})."]
+    lines = [f"PCA fit on {p['rows']} x {p['dim']} float32 (k={p['k']}, local[{cores}], read from Parquet: "
+             f"{p['input_files']} files, {p['input_partitions']} partitions), one session, the methods alternating "
+             f"({len(p['covariance_runs_s'])} fits each):", "",
+             "| method (input table) | best seconds | worst (cold) seconds | all runs |", "| --- | ---: | ---: | --- |",
+             row("covariance", "covariance, fruitfeat default (packed float32 rows: the job's staging table)")]
+    if "covariance_array_s" in p:  # results from before the packed staging table lack it
+        lines.append(row("covariance_array", "covariance (`array<float>` rows)"))
+    lines += [row("spark_ml", "spark_ml, `pyspark.ml.feature.PCA` (`array<float>` rows, its best case)"), "",
+              f"Speed-up (best spark_ml / best covariance) {p['speedup']:.1f}x"
+              + (f" ({p['speedup_array']:.1f}x on the same array<float> table)" if "speedup_array" in p else "")
+              + f"; max |explained variance difference| over the {p['k']} components "
+              f"{p['max_abs_explained_variance_diff']:.2e} (total explained {p['explained_variance_total']:.4f})."]
+    return lines
 
 
 def table(results: dict) -> str:

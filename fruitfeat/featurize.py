@@ -21,14 +21,22 @@ from pyspark.sql import types as T
 
 from fruitfeat.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from fruitfeat.model import WeightsPayload, inference_from_payload
+from fruitfeat.packed_features import pack_rows
 
-RESULT_TYPE = T.StructType(
-    [
-        T.StructField("features", T.ArrayType(T.FloatType(), containsNull=False)),
-        T.StructField("error_reason", T.StringType()),
-        T.StructField("error_message", T.StringType()),
-    ]
-)
+
+def _result_type(features: T.DataType) -> T.StructType:
+    return T.StructType(
+        [
+            T.StructField("features", features),
+            T.StructField("error_reason", T.StringType()),
+            T.StructField("error_message", T.StringType()),
+        ]
+    )
+
+
+RESULT_TYPE = _result_type(T.ArrayType(T.FloatType(), containsNull=False))
+#: ``features`` as one float32 binary value per row (fruitfeat.packed_features): the job's staging form.
+PACKED_RESULT_TYPE = _result_type(T.BinaryType())
 
 
 class _ListParam(AccumulatorParam):
@@ -51,6 +59,7 @@ def featurize_batch(
     image_size: int,
     batch_size: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    packed: bool = False,
 ) -> pd.DataFrame:
     """One Arrow batch: decode every image, run the good ones through the network in chunks."""
     n = len(contents)
@@ -71,6 +80,8 @@ def featurize_batch(
         out = infer(np.stack(decoded[start : start + batch_size]))
         for j, row in enumerate(out):
             features[positions[start + j]] = row
+    if packed:
+        features = pack_rows(features)
     return pd.DataFrame({"features": features, "error_reason": reasons, "error_message": messages})
 
 
@@ -80,6 +91,7 @@ def make_featurize_udf(
     intra_op_threads: int,
     build_log: Accumulator | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    packed: bool = False,
 ):
     """The pandas UDF ``content -> struct<features, error_reason, error_message>``."""
 
@@ -89,9 +101,9 @@ def make_featurize_udf(
         if built and build_log is not None:
             build_log.add([f"{socket.gethostname()}:{os.getpid()}"])
         for contents in batches:
-            yield featurize_batch(contents, infer, payload.image_size, batch_size, max_pixels)
+            yield featurize_batch(contents, infer, payload.image_size, batch_size, max_pixels, packed)
 
-    return F.pandas_udf(featurize, RESULT_TYPE)
+    return F.pandas_udf(featurize, PACKED_RESULT_TYPE if packed else RESULT_TYPE)
 
 
 def featurize_images(
@@ -102,15 +114,17 @@ def featurize_images(
     build_log: Accumulator | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     partitions: int = 0,
+    packed: bool = False,
 ) -> DataFrame:
     """``path, label, split, content`` -> ``path, label, split, size, features, error_reason, error_message``.
 
     ``features`` is null exactly when ``error_reason`` says why the image was not featurized.
     ``partitions`` > 0 spreads the listing evenly over that many partitions first (a round-robin
     shuffle of the compressed bytes): ``binaryFile`` packs files into splits by bytes, which with
-    small images leaves a few large tasks and idle cores at the end.
+    small images leaves a few large tasks and idle cores at the end. ``packed`` makes ``features``
+    one float32 binary value per row (fruitfeat.packed_features), for staging.
     """
-    featurize = make_featurize_udf(weights, batch_size, intra_op_threads, build_log, max_pixels)
+    featurize = make_featurize_udf(weights, batch_size, intra_op_threads, build_log, max_pixels, packed)
     if partitions > 0:
         images = images.repartition(partitions)
     return images.select(

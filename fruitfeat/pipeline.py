@@ -30,6 +30,7 @@ from fruitfeat.images import (
     listing_split_bytes,
 )
 from fruitfeat.model import ONNX_MODEL_FILE, WeightsPayload, resolve_weights
+from fruitfeat.packed_features import unpack_features
 from fruitfeat.payload_cache import PayloadCache
 from fruitfeat.pca import fit_pca, project_features
 from fruitfeat.quarantine import account_for_listing
@@ -134,10 +135,11 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
             builds,
             config.input.max_image_pixels,
             config.featurize.partitions_per_core * spark.sparkContext.defaultParallelism,
+            packed=True,  # one binary value per row: no per-element JVM work (fruitfeat.packed_features)
         )
         with file_split_bytes(spark, split_bytes):  # the scan is planned and run by this write
-            write_table(featurized, layout.raw_features, STAGING_OPTIONS)
-        staged = spark.read.parquet(layout.raw_features)
+            write_table(featurized, layout.staged_features, STAGING_OPTIONS)
+        staged = spark.read.parquet(layout.staged_features)
         good = featurized_rows(staged)
 
     # Counting the outcomes and writing the errors table are short Spark jobs that mostly wait (planning,
@@ -177,9 +179,10 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fruitfeat-model-write") as alongside:
             model_written = alongside.submit(_write_models, spark, fitted.model, payload, layout)
             write_table(good.transform(lambda df: project_features(df, fitted.model)), layout.features)
+            if config.output.keep_raw_features:  # for people: array<float>, not the packed staging form
+                write_table(unpack_features(staged), layout.raw_features)
             model_written.result()
-        if not config.output.keep_raw_features:
-            storage.delete_tree(spark, layout.raw_features)
+        storage.delete_tree(spark, layout.staged_features)
 
     weights_section = {**payload.provenance, "broadcast_sha256": payload.sha256, "broadcast_bytes": payload.size_bytes}
     recognition = None

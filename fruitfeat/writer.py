@@ -50,6 +50,11 @@ class RunLayout:
         return storage.join(self.root, "raw_features")
 
     @property
+    def staged_features(self) -> str:
+        """The job's own 1280-d staging table (packed features): deleted when the run completes."""
+        return storage.join(self.root, "_staged_features")
+
+    @property
     def pca_model(self) -> str:
         return storage.join(self.root, "pca_model")
 

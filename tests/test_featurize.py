@@ -89,3 +89,15 @@ def test_bad_images_are_quarantined_not_fatal(spark, sample_dataset, broadcast_p
         quarantined_rows(featurized).drop("message"), expected_errors, ignore_nullable=True
     )
     featurized.unpersist()
+
+
+def test_packed_features_are_the_same_values_as_arrays(spark, sample_dataset, broadcast_payload):
+    from fruitfeat.packed_features import unpack_features
+
+    images = list_images(spark, f"file://{sample_dataset.root}", ["jpg"]).where(F.col("label") == "Lime")
+    arrays = featurize_images(images, broadcast_payload, batch_size=4).select("path", "features")
+    packed = featurize_images(images, broadcast_payload, batch_size=4, packed=True).select("path", "features")
+    assert dict(packed.dtypes)["features"] == "binary"
+    assert {len(r.features) for r in packed.collect()} == {1280 * 4}
+    # Same network, same batches: the float32 values themselves, not approximately.
+    assert_df_equality(unpack_features(packed), arrays, ignore_row_order=True, ignore_nullable=True)

@@ -59,6 +59,33 @@ def test_pca_matches_numpy_svd(spark, frame, data, method):
     )
 
 
+@pytest.mark.parametrize("method", ["covariance", "spark_ml"])
+def test_packed_features_fit_and_project_like_arrays(spark, frame, data, method):
+    """The job stages packed features: fit and projection must not depend on the encoding."""
+    from fruitfeat.packed_features import pack_rows
+
+    packed = spark.createDataFrame(
+        [(f"img{i:02d}", "Kiwi", blob) for i, blob in enumerate(pack_rows(list(data)))] + [("bad", "Kiwi", None)],
+        "path string, label string, features binary",
+    )
+    fitted = fit_pca(packed.where("features is not null"), 3, method=method)
+    reference = fit_pca(frame, 3, method=method)
+    np.testing.assert_allclose(fitted.explained_variance, reference.explained_variance, rtol=1e-9)
+    np.testing.assert_allclose(np.abs(fitted.model.pc.toArray()), np.abs(reference.model.pc.toArray()), atol=1e-9)
+
+    # numpy projects packed rows (a missing vector stays missing); Spark ML projects the arrays.
+    ours = packed.transform(lambda df: project_features(df, reference.model))
+    assert ours.columns == ["path", "label", "features"] and dict(ours.dtypes)["features"] == "array<float>"
+    assert ours.where("path = 'bad'").first().features is None
+    assert_approx_df_equality(
+        exploded_features(ours.where("features is not null"), 1.0),
+        exploded_features(frame.transform(lambda df: project_features(df, reference.model)), 1.0),
+        precision=1e-6,
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+
+
 def test_k_is_checked_against_rows_and_dimension(spark, frame):
     with pytest.raises(PCAInputError, match="larger than the feature dimension 8"):
         fit_pca(frame, 9)

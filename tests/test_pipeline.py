@@ -2,14 +2,16 @@ import json
 
 import numpy as np
 import pytest
-from chispa import assert_df_equality
+from chispa import assert_approx_df_equality, assert_df_equality
 
 from fruitfeat import pipeline
 from fruitfeat.cli import run_main
 from fruitfeat.images import InputError
+from fruitfeat.pca import project_features
 from fruitfeat.pipeline import run_pipeline
 
 from .conftest import job_config
+from .feature_frames import exploded_features
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,15 @@ def test_pca_model_is_kept(spark, first_run):
     _, _, result = first_run
     model = PCAModel.load(f"{result.run_path}/pca_model")
     assert model.getK() == 4 and model.pc.numRows == 1280
+    # The published features are the saved model applied (by Spark ML here) to the kept 1280-d features.
+    raw = spark.read.parquet(f"{result.run_path}/raw_features").where("error_reason is null").select("path", "features")
+    expected = raw.transform(lambda df: project_features(df, model))
+    published = spark.read.parquet(result.features_path).select("path", "features")
+    scale = max(abs(v) for r in published.collect() for v in r.features)
+    assert_approx_df_equality(
+        exploded_features(published, scale), exploded_features(expected, scale), precision=1e-6,
+        ignore_row_order=True, ignore_nullable=True,
+    )
 
 
 def test_same_config_gives_identical_features(spark, sample_dataset, first_run, tmp_path):
@@ -108,6 +119,7 @@ def test_explained_variance_matches_numpy_on_the_1280_features(spark, first_run)
     """Guards the PCA fit itself: Spark ML's breeze SVD was seen to return a wrong spectrum here."""
     config, _, result = first_run
     raw = spark.read.parquet(f"{result.run_path}/raw_features").where("error_reason is null")
+    assert dict(raw.dtypes)["features"] == "array<float>"  # kept for people: unpacked from the staging form
     x = np.array([r.features for r in raw.select("features").collect()], dtype=np.float64)
     assert x.shape == (18, 1280)
     eigenvalues = np.linalg.eigvalsh(np.cov(x, rowvar=False))[::-1]
@@ -119,6 +131,7 @@ def test_explained_variance_matches_numpy_on_the_1280_features(spark, first_run)
 def test_raw_features_are_deleted_unless_kept(spark, sample_dataset, tmp_path):
     result = run_pipeline(job_config(sample_dataset.root, tmp_path), spark)
     assert not (tmp_path / "runs" / result.run_id / "raw_features").exists()
+    assert not (tmp_path / "runs" / result.run_id / "_staged_features").exists()
     assert (tmp_path / "runs" / result.run_id / "features").exists()
 
 
