@@ -355,6 +355,47 @@ def _pipeline_rows(results: dict) -> list[str]:
     return lines
 
 
+#: The issue's goal for the end-to-end ratio to the one-process engine.
+GOAL_RATIO = 0.85
+
+
+def cost_model(results: dict) -> dict | None:
+    """``seconds = fixed + images / rate``, least squares over the default runs that reused the model cache.
+
+    The end-to-end ratio at one size mixes two costs: seconds every run pays (JVM warm-up, listing, PCA,
+    writes) and the per-image rate. Separated, they say how the ratio grows with N, and from which size a
+    run reaches ``GOAL_RATIO`` of the engine: ``N >= g E F / (1 - g E / rate)``."""
+    import numpy as np
+
+    runtime = results["args"]["runtime"]
+    runs = [r for r in results["pipeline"] if r["runtime"] == runtime and not r.get("variant")
+            and r.get("payload_cache") != "stored"]
+    sizes = np.array([r["counts"]["listed"] for r in runs], dtype=float)
+    if len(set(sizes)) < 2:
+        return None
+    seconds = np.array([r["job_s"] for r in runs])
+    slope, fixed = np.polyfit(sizes, seconds, 1)
+    if slope <= 0:
+        return None
+    rate, engine = 1.0 / slope, results["raw"][runtime + "_img_s"]
+    model = {"fixed_s": float(fixed), "img_s": float(rate), "rate_vs_engine": float(rate / engine),
+             "sizes": [int(n) for n in sorted(set(sizes))], "goal_images": None}
+    if rate * (1 - 1e-9) > GOAL_RATIO * engine and fixed > 0:
+        model["goal_images"] = float(GOAL_RATIO * engine * fixed / (1 - GOAL_RATIO * engine / rate))
+    return model
+
+
+def _cost_model_line(results: dict) -> list[str]:
+    model = cost_model(results)
+    if model is None:
+        return []
+    reach = (f"the end-to-end ratio reaches {GOAL_RATIO} of it from ~{model['goal_images']:,.0f} images"
+             if model["goal_images"] else f"the end-to-end ratio stays below {GOAL_RATIO} of it at any size")
+    return ["", f"Cost per run, fitted over the runs at {', '.join(f'{n:,}' for n in model['sizes'])} images "
+            f"(model cache hit): {model['fixed_s']:.1f} s that do not grow with N + N / {model['img_s']:.1f} img/s; "
+            f"that per-image rate is {model['rate_vs_engine']:.2f} of the one-process engine, so {reach}."]
+
+
 def _stage_table(results: dict) -> list[str]:
     raw = results["raw"]
     stages = sorted({s for r in results["pipeline"] for s in r["stage_seconds"]}, key=_stage_order)
@@ -421,6 +462,7 @@ def table(results: dict) -> str:
         *_engine_rows(results),
         _ceiling_row(results),
         *_pipeline_rows(results),
+        *_cost_model_line(results),
         "", *_stage_table(results),
         "", *_engine_tables(results),
         "", f"Decoding (Pillow, 100x100 JPEG -> {results['args']['image_size']}^2 RGB): "
