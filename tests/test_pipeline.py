@@ -161,3 +161,18 @@ def test_recognition_outputs_and_variance_target_k(spark, sample_dataset, tmp_pa
     assert "data:image/png;base64," in (run / "report.html").read_text()
     assert manifest["outputs"]["report"] == f"{result.run_path}/report.html"
     assert json.loads((tmp_path / "_LATEST").read_text())["top1_accuracy"] == recognition["test"]["top1_accuracy"]
+
+
+def test_spark_ml_pca_runs_on_the_packed_staging_table(spark, sample_dataset, tmp_path):
+    """pca.method=spark_ml unpacks the staged rows for Spark ML; the projection of packed rows uses its model."""
+    from pyspark.ml.feature import PCAModel
+
+    config = job_config(sample_dataset.root, tmp_path, pca={"k": 3, "method": "spark_ml"})
+    result = run_pipeline(config, spark)
+    assert result.manifest["pca"]["method"] == "spark_ml"
+    variance = result.manifest["pca"]["explained_variance"]
+    assert len(variance) == 3 and variance == sorted(variance, reverse=True) and 0 < sum(variance) <= 1
+    model = PCAModel.load(f"{result.run_path}/pca_model")
+    features = spark.read.parquet(result.features_path)
+    assert features.count() == len(sample_dataset.files)
+    assert {len(r.features) for r in features.collect()} == {3} and model.pc.numCols == 3
