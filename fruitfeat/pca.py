@@ -8,7 +8,9 @@ Two ways to fit, one kind of model:
   (docs/choices.md), and it is ~25x slower; it stays selectable for comparison.
 
 Either way the result is a genuine ``PCAModel`` (``transform`` runs in the JVM; ``save``/``load``
-work). Note Spark ML's convention: components come from the *centred* covariance, but
+work). The job's staged features are packed (``fruitfeat.packed_features``): both methods accept
+them, and :func:`project_features` projects packed rows with numpy, the same product as
+``PCAModel.transform``. Note Spark ML's convention: components come from the *centred* covariance, but
 ``transform`` projects the raw vectors (no mean subtraction), so projections differ from centred
 PCA scores by a constant offset per component, which does not matter to distances or classifiers.
 """
