@@ -70,6 +70,17 @@ def packed_to_list(column: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(list_offsets, values, mask=mask)
 
 
+def matrix_to_list(matrix: np.ndarray, valid: np.ndarray | None = None) -> pa.ListArray:
+    """The rows of an (m, k) matrix as a ``list<float>`` column; with ``valid`` (n booleans, m of them
+    true) the column has n rows and null where ``valid`` is false."""
+    k = matrix.shape[1] if matrix.ndim == 2 else 0
+    values = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
+    if valid is None:
+        return pa.ListArray.from_arrays(pa.array(np.arange(len(matrix) + 1, dtype=np.int32) * k), values)
+    offsets = np.concatenate([[0], np.cumsum(np.where(valid, k, 0))]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~valid))
+
+
 def _unpacked_schema(df: DataFrame, column: str) -> T.StructType:
     fields = [
         T.StructField(f.name, T.ArrayType(T.FloatType(), containsNull=False), f.nullable) if f.name == column else f
@@ -93,4 +104,4 @@ def unpack_features(df: DataFrame, column: str = "features") -> DataFrame:
     return df.mapInArrow(unpack, _unpacked_schema(df, column))
 
 
-__all__ = ["PACKED_DTYPE", "is_packed", "pack_rows", "packed_to_list", "unpack_features", "unpack_matrix"]
+__all__ = ["PACKED_DTYPE", "is_packed", "matrix_to_list", "pack_rows", "packed_to_list", "unpack_features", "unpack_matrix"]

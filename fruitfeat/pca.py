@@ -31,7 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from fruitfeat.covariance_pca import PCAInputError
-from fruitfeat.packed_features import PACKED_DTYPE, is_packed, unpack_features, unpack_matrix
+from fruitfeat.packed_features import PACKED_DTYPE, is_packed, matrix_to_list, unpack_features, unpack_matrix
 
 _VECTOR = "_pca_input"
 _PROJECTED = "_pca_output"
@@ -154,21 +154,15 @@ def _project_packed(df: DataFrame, model: PCAModel, input_col: str, output_col: 
 
     def project(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         pc = components.value
+        d = pc.shape[0]
         for batch in batches:
             packed = batch.column(feature_position)
-            valid = packed.is_valid()
-            present = packed.filter(valid) if packed.null_count else packed
-            d, k = pc.shape
+            valid = packed.is_valid().to_numpy(zero_copy_only=False) if packed.null_count else None
+            present = packed.filter(pa.array(valid)) if valid is not None else packed
             matrix = unpack_matrix(present) if len(present) else np.empty((0, d), PACKED_DTYPE)
             if matrix.shape[1] != d:
                 raise ValueError(f"features have {matrix.shape[1]} values, the PCA model expects {d}")
-            flat = pa.array((matrix.astype(np.float64) @ pc).astype(np.float32).reshape(-1))
-            if packed.null_count:
-                counts = np.where(valid.to_numpy(zero_copy_only=False), k, 0)
-                offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-                projected = pa.ListArray.from_arrays(offsets, flat, mask=packed.is_null())
-            else:
-                projected = pa.ListArray.from_arrays(pa.array(np.arange(len(packed) + 1, dtype=np.int32) * k), flat)
+            projected = matrix_to_list((matrix.astype(np.float64) @ pc).astype(np.float32), valid)
             arrays = [batch.column(i) for i in positions] + [projected]
             yield pa.RecordBatch.from_arrays(arrays, names=[*columns, output_col])
 

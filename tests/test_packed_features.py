@@ -3,7 +3,7 @@ import pyarrow as pa
 import pytest
 from chispa import assert_df_equality
 
-from fruitfeat.packed_features import pack_rows, packed_to_list, unpack_features, unpack_matrix
+from fruitfeat.packed_features import matrix_to_list, pack_rows, packed_to_list, unpack_features, unpack_matrix
 
 VECTORS = [np.array([1.5, -2.0, 3.25], np.float32), None, np.array([0.0, 1e-30, -7.0], np.float32)]
 
@@ -38,6 +38,13 @@ def test_packed_to_list_keeps_nulls_and_slices():
     column = pa.array(pack_rows(VECTORS), pa.binary())
     assert packed_to_list(column).to_pylist() == [[1.5, -2.0, 3.25], None, [0.0, np.float32(1e-30), -7.0]]
     assert packed_to_list(column.slice(1)).to_pylist() == [None, [0.0, np.float32(1e-30), -7.0]]
+
+
+def test_matrix_to_list_places_rows_and_nulls():
+    matrix = np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert matrix_to_list(matrix).to_pylist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert matrix_to_list(matrix, np.array([False, True, False, True])).to_pylist() == [None, [1.0, 2.0], None, [3.0, 4.0]]
+    assert matrix_to_list(np.empty((0, 2)), np.array([False])).to_pylist() == [None]
 
 
 def test_unpack_features_gives_the_array_frame_back(spark):
