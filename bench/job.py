@@ -242,7 +242,7 @@ def pca(args: dict) -> dict:
 
     Alternating in one session (each method in turn, three times): the first fit of each also warms
     the JVM (code generation, the ML classes), so each method's best time is compared and the worst
-    (cold) times are kept alongside. The session uses the job's Arrow batch (featurize.arrow_batch_size)."""
+    (cold) times are kept alongside. The session has the job's Arrow settings (enabled, featurize.arrow_batch_size)."""
     from pyspark.sql import SparkSession
 
     from fruitfeat.config import FeaturizeConfig
@@ -261,7 +261,8 @@ def pca(args: dict) -> dict:
     del data
 
     spark = SparkSession.builder.master(f"local[{CORES}]").appName("bench-pca")
-    conf = {**SPARK_CONF, "spark.sql.execution.arrow.maxRecordsPerBatch": str(FeaturizeConfig().arrow_batch_size)}
+    conf = {**SPARK_CONF, "spark.sql.execution.arrow.pyspark.enabled": "true",  # as the job's session
+            "spark.sql.execution.arrow.maxRecordsPerBatch": str(FeaturizeConfig().arrow_batch_size)}
     for key, value in conf.items():
         spark = spark.config(key, value)
     spark = spark.getOrCreate()
