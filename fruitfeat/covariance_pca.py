@@ -99,7 +99,7 @@ def _merge(a: Stats | None, b: Stats | None) -> Stats | None:
     return n, mean_a, scatter_a
 
 
-def _list_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def _feature_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """An ``array<float>`` / ``array<double>`` or packed (binary) Arrow column, without nulls, as an (n, d) matrix."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
@@ -175,7 +175,7 @@ def _partition_stats(batches: Iterator[pa.RecordBatch], chunk_rows: int = CHUNK_
         column = batch.column(0)
         if column.null_count:
             column = column.filter(column.is_valid())
-        sums.add(_list_matrix(column))
+        sums.add(_feature_matrix(column))
     total = sums.stats()
     if total is not None:
         n, mean, scatter = total
