@@ -171,6 +171,11 @@ def _part_order(rel: Path) -> tuple:
     return rel.parts[1], rel.parts[2], part, int(rel.stem.split("_")[-2])
 
 
+#: Each drawn fruit is spread over this many variety folders ("Banana 1" ... "Banana 22"): 6 x 22 = 132
+#: class folders per split, as many as Fruits-360's 131, so listing costs what it costs on the real tree.
+VARIETIES = 22
+
+
 def _merge_chunks(parts_root: Path, files: list[str], target: Path) -> list[Path]:
     """Move every part's files into one Fruits-360 tree, renumbered per (split, class) so names stay unique.
 
@@ -180,7 +185,7 @@ def _merge_chunks(parts_root: Path, files: list[str], target: Path) -> list[Path
         split, cls, name = rel.parts[1], rel.parts[2], rel.name
         index = counters[(split, cls)] = counters.get((split, cls), -1) + 1
         prefix, size = ("r_" if name.startswith("r_") else ""), rel.stem.split("_")[-1]
-        dst = target / split / cls / f"{prefix}{index}_{size}.jpg"
+        dst = target / split / f"{cls} {index % VARIETIES + 1}" / f"{prefix}{index}_{size}.jpg"
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(parts_root / rel, dst)
         merged.append(dst)
@@ -213,18 +218,25 @@ def generate_all(root: Path, largest: int, cores: int) -> list[Path]:
     return _merge_chunks(parts_root, files, root)
 
 
+#: Distinct images drawn (~12 ms each on one core): larger sets link to them again under other names.
+#: Decoding and inference cost the same whichever image a file holds.
+DISTINCT_IMAGES = 16_000
+
+
 def make_images(root: Path, sizes: list[int], naive_n: int, cores: int) -> dict[int, Path]:
-    """Fruits-360-like 100x100 JPEGs, 6 classes, many per class; smaller sets are hard-linked subsets."""
+    """Fruits-360-like 100x100 JPEGs in 132 class folders a split; smaller sets are hard-linked subsets."""
     largest = max(sizes + [naive_n])
     full_root = root / "all"
-    files = generate_all(full_root, largest, cores)
+    files = generate_all(full_root, min(largest, DISTINCT_IMAGES), cores)
     sets = {}
     for n in sorted(set(sizes + [naive_n])):
         target = root / f"n{n}"
-        step = len(files) / n
-        for i in range(n):
-            src = files[int(i * step)]
-            dst = target / src.relative_to(full_root)
+        # An even subset of the drawn images, or all of them again and again under new names.
+        picks = [int(i * len(files) / n) for i in range(n)] if n <= len(files) else range(n)
+        for i in picks:
+            rel, copy = files[i % len(files)].relative_to(full_root), i // len(files)
+            src = full_root / rel
+            dst = target / (rel if copy == 0 else rel.with_name(f"c{copy}_{rel.name}"))
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.link(src, dst)
         sets[n] = target
@@ -258,7 +270,8 @@ def pipeline_plan(sizes: list[int], compare: int, runtime: str, variants: bool =
     other = "tensorflow" if runtime == "onnxruntime" else "onnxruntime"
     plan = [(min(sizes), COLD, {})] + [(n, "", {}) for n in sizes]
     if variants:
-        plan += [(compare, "", {"runtime": other}), (max(sizes), "balance_splits=false", {"balance_splits": False})]
+        middle = sorted(sizes)[(len(sizes) - 1) // 2]  # not the largest: it would add the longest run again
+        plan += [(compare, "", {"runtime": other}), (middle, "balance_splits=false", {"balance_splits": False})]
     return plan
 
 
@@ -520,6 +533,13 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _image_set_text(images: dict | None) -> str:
+    if not images:  # runs saved before the sets were described: 6 class folders, all images distinct
+        return ""
+    return (f" in {images['class_folders_per_split']} class folders a split (Fruits-360 has 131), "
+            f"{images['distinct']:,} distinct images (larger sets link to them again under other names)")
+
+
 def update_doc(results: dict, text: str, png: Path) -> None:
     m = results["machine"]
     block = "\n".join([
@@ -529,7 +549,8 @@ def update_doc(results: dict, text: str, png: Path) -> None:
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, load average at start "
         f"{' / '.join(map(str, m['load_average_at_start']))} (shared with other users: compare ratios within this run).",
-        f"Images: 100x100 JPEGs from `fruitfeat.sample_data`, network input {results['args']['image_size']} px, "
+        f"Images: 100x100 JPEGs from `fruitfeat.sample_data`{_image_set_text(results.get('images'))}, "
+        f"network input {results['args']['image_size']} px, "
         f"random weights (speed does not depend on their values), `local[{results['args']['cores']}]`, classifier off.",
         "End-to-end runs share one output root, like successive runs of a daily job: the first run of each runtime "
         "converts the model and stores the payload (`model cache`: stored), later runs reuse it (hit).",
@@ -547,7 +568,7 @@ def update_doc(results: dict, text: str, png: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
-    parser.add_argument("--sizes", default="2000,8000,16000", help="dataset sizes of the end-to-end runs")
+    parser.add_argument("--sizes", default="2000,16000,40000", help="dataset sizes of the end-to-end runs")
     parser.add_argument("--naive", type=int, default=150, help="images for the (slow) naive notebook method")
     parser.add_argument("--raw", type=int, default=256, help="images for the raw engines")
     parser.add_argument("--image-size", type=int, default=224)
@@ -555,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "tensorflow"])
     parser.add_argument("--compare-size", type=int, default=None,
                         help="size of the other-runtime run; default the smallest size "
-                             "(balance_splits=false runs at the largest)")
+                             "(balance_splits=false runs at the middle size)")
     parser.add_argument("--pca-rows", type=int, default=20000, help="0 skips the PCA comparison")
     parser.add_argument("--no-variants", action="store_true",
                         help="skip the other-runtime and balance_splits=false runs (e.g. for one large size)")
@@ -582,6 +603,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] generating images in {work} on {args.cores} processes ...", flush=True)
         sets = make_images(work / "images", sizes + [compare], args.naive, args.cores)
         results["images_s"] = time.perf_counter() - t0
+        from fruitfeat.sample_data import KNOWN_CLASSES
+
+        results["images"] = {"distinct": min(max(sizes + [compare, args.naive]), DISTINCT_IMAGES),
+                             "class_folders_per_split": len(KNOWN_CLASSES) * VARIETIES}
         print(f"[bench] raw engines on {args.raw} decoded images ...", flush=True)
         results["raw"] = run_child("raw", {"images": str(sets[max(sets)]), "n": args.raw, "image_size": args.image_size}, log)
         print(f"[bench] naive notebook method on {args.naive} images ...", flush=True)

@@ -113,6 +113,35 @@ def test_listing_accounts_for_zero_byte_and_oversized_files(spark, tmp_path):
     assert_df_equality(listing.oversized, expected, ignore_nullable=True)
 
 
+def _listing_jobs(spark, root: str, group: str) -> tuple[int, list[int]]:
+    from fruitfeat.images import list_input
+
+    sc = spark.sparkContext
+    sc.setJobGroup(group, "listing")
+    try:
+        listing = list_input(spark, root, ["jpg"], max_file_bytes=1000)
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    return listing.file_count, list(sc.statusTracker().getJobIdsForGroup(group))
+
+
+def test_a_local_tree_with_many_class_folders_is_listed_without_spark_jobs(spark, tmp_path):
+    """Fruits-360 has ~140 classes a split: Spark would list them with a job of one task per folder."""
+    from fruitfeat.images import PARALLEL_LISTING_KEY
+
+    make_tree(tmp_path, {f"{split}/Class {c}/{c}_100.jpg": b"x" for split in ("Training", "Test") for c in range(40)})
+    assert _listing_jobs(spark, f"file://{tmp_path}", "serial-listing") == (80, [])
+    assert spark.conf.get(PARALLEL_LISTING_KEY, None) is None  # the session is left as it was
+
+    # The parallel listing the object stores keep, for comparison: a threshold set in the session wins.
+    spark.conf.set(PARALLEL_LISTING_KEY, "32")
+    try:
+        count, jobs = _listing_jobs(spark, f"file://{tmp_path}", "parallel-listing")
+    finally:
+        spark.conf.unset(PARALLEL_LISTING_KEY)
+    assert count == 80 and len(jobs) >= 1
+
+
 def test_input_files_in_one_call_equal_pysparks_element_by_element(spark, tmp_path):
     from fruitfeat.images import _load_binary_files, input_files
 
