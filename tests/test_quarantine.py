@@ -6,7 +6,7 @@ import pytest
 from chispa import assert_df_equality
 
 from fruitfeat.images import list_input
-from fruitfeat.quarantine import ERRORS_SCHEMA, account_for_listing
+from fruitfeat.quarantine import ERROR_COLUMNS, ERRORS_SCHEMA, account_for_listing
 
 from .test_images import make_tree
 
@@ -33,6 +33,10 @@ def test_a_clean_input_needs_no_anti_join_and_has_an_empty_errors_table(spark, t
     assert accounting.counts == {"listed": 2, "featurized": 2, "quarantined": 0}
     assert accounting.reasons == {}
     assert_df_equality(accounting.errors, spark.createDataFrame([], ERRORS_SCHEMA))
+    assert accounting.errors.rdd.getNumPartitions() == 0  # no task to write it: one empty file from the JVM
+    accounting.errors.write.parquet(str(tmp_path / "errors"))
+    written = spark.read.parquet(str(tmp_path / "errors"))
+    assert written.count() == 0 and written.columns == accounting.errors.columns == list(ERROR_COLUMNS)
     assert "files" not in listing.__dict__  # the listing's path frame was never built
 
 
