@@ -8,7 +8,7 @@ import platform
 import socket
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -143,46 +143,49 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
         good = featurized_rows(staged)
 
     # Counting the outcomes and writing the errors table are short Spark jobs that mostly wait (planning,
-    # scheduling, committing): they run in a second driver thread while PCA is fitted.
+    # scheduling, committing): they run in a second driver thread while PCA is fitted. The model files,
+    # small writes that mostly wait too, start as soon as the fit ends, beside them and the features write.
     fit_error: Exception | None = None
-    with timer.stage("pca_fit", f"fitting PCA (k={config.pca.k}, {config.pca.method}), accounting alongside"):
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fruitfeat-accounting") as alongside:
+    models_written: Future[None] | None = None
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fruitfeat-alongside") as alongside:
+        with timer.stage("pca_fit", f"fitting PCA (k={config.pca.k}, {config.pca.method}), accounting alongside"):
             accounted = alongside.submit(_account_and_write_errors, staged, listing, config, layout)
             try:
                 fitted = fit_pca(good, config.pca.k, method=config.pca.method)
+                models_written = alongside.submit(_write_models, spark, fitted.model, payload, layout)
             except Exception as exc:  # reported after the accounting: a rejected run should say why
                 fit_error = exc
             counts, reasons = accounted.result()
-        log.info("featurized %(featurized)d of %(listed)d files (%(quarantined)d quarantined)", counts)
+            log.info("featurized %(featurized)d of %(listed)d files (%(quarantined)d quarantined)", counts)
 
-    rejection = _rejection(counts, config.quarantine.max_fraction)
-    if rejection:
-        rejected = {
-            "run_id": layout.run_id,
-            "status": "rejected",
-            "reason": rejection,
-            "counts": counts,
-            "quarantine_reasons": reasons,
-            "outputs": {"errors": layout.errors},
-            "config": config.model_dump(mode="json"),
-        }
-        write_json(spark, layout.manifest, rejected)
-        raise QuarantineError(f"{rejection}; see {layout.errors} (run {layout.run_id} was not published)")
-    if fit_error is not None:
-        raise fit_error
-    variance = fitted.explained_variance
-    if fitted.variance_target is not None:
-        log.info("k=%d components reach the variance target %.1f%%", fitted.k, 100 * fitted.variance_target)
+        rejection = _rejection(counts, config.quarantine.max_fraction)
+        if rejection:
+            if models_written is not None:  # a rejected run holds its errors and manifest only
+                models_written.result()
+                _delete_models(spark, layout)
+            rejected = {
+                "run_id": layout.run_id,
+                "status": "rejected",
+                "reason": rejection,
+                "counts": counts,
+                "quarantine_reasons": reasons,
+                "outputs": {"errors": layout.errors},
+                "config": config.model_dump(mode="json"),
+            }
+            write_json(spark, layout.manifest, rejected)
+            raise QuarantineError(f"{rejection}; see {layout.errors} (run {layout.run_id} was not published)")
+        if fit_error is not None:
+            raise fit_error
+        variance = fitted.explained_variance
+        if fitted.variance_target is not None:
+            log.info("k=%d components reach the variance target %.1f%%", fitted.k, 100 * fitted.variance_target)
 
-    with timer.stage("write", "writing features and the PCA model"):
-        # The model files are small writes that mostly wait: they go alongside the features.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fruitfeat-model-write") as alongside:
-            model_written = alongside.submit(_write_models, spark, fitted.model, payload, layout)
+        with timer.stage("write", "writing features and the PCA model"):
             write_table(good.transform(lambda df: project_features(df, fitted.model)), layout.features)
             if config.output.keep_raw_features:  # for people: array<float>, not the packed staging form
                 write_table(unpack_features(staged), layout.raw_features)
-            model_written.result()
-        storage.delete_tree(spark, layout.staged_features)
+            models_written.result()
+            storage.delete_tree(spark, layout.staged_features)
 
     weights_section = {**payload.provenance, "broadcast_sha256": payload.sha256, "broadcast_bytes": payload.size_bytes}
     recognition = None
@@ -267,6 +270,11 @@ def _write_models(spark: SparkSession, model: PCAModel, payload: WeightsPayload,
     write_pca_model(model, layout.pca_model)
     if payload.runtime == "onnxruntime":  # the exact network the workers ran, for `fruitfeat predict`
         storage.write_bytes(spark, storage.join(layout.root, ONNX_MODEL_FILE), payload.blob)
+
+
+def _delete_models(spark: SparkSession, layout: RunLayout) -> None:
+    storage.delete_tree(spark, layout.pca_model)
+    storage.delete_tree(spark, storage.join(layout.root, ONNX_MODEL_FILE))
 
 
 def _max_split_bytes(config: JobConfig) -> int:

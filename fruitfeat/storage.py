@@ -87,7 +87,10 @@ def exists(spark: SparkSession, uri: str) -> bool:
 def delete_tree(spark: SparkSession, uri: str) -> None:
     local = local_path(uri)
     if local is not None:
-        shutil.rmtree(local, ignore_errors=True)
+        if local.is_file():  # a single file, as Hadoop's recursive delete also takes
+            local.unlink()
+        else:
+            shutil.rmtree(local, ignore_errors=True)
         return
     fs, path = _hadoop_fs(spark, uri)
     fs.delete(path, True)

@@ -69,6 +69,8 @@ def test_too_much_quarantine_rejects_the_run_without_publishing(spark, tmp_path)
     assert manifest["status"] == "rejected" and manifest["counts"]["quarantined"] == 7
     assert spark.read.parquet(str(run / "errors")).count() == 7  # the evidence is kept
     assert not (run / "_RUN_COMPLETE").exists()
+    # The model files, written as soon as the fit ended, are removed again: nothing looks usable.
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith("_")) == ["errors", "manifest.json"]
 
 
 def test_nothing_featurized_is_an_error_with_exit_code_3(tmp_path, capsys, spark):
