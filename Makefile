@@ -155,7 +155,7 @@ clean:
 
 # Benchmark (code in bench/, results in bench/results/ and docs/benchmarks.md): the course notebook's
 # method vs the raw inference engines vs the job end to end at several sizes, and the two PCA fits.
-# ~9 minutes on 2 quiet cores, ~12 on a busy machine (2,000 / 16,000 / 40,000 images); a quicker one:
+# ~11 minutes on 2 busy cores, ~9 on quiet ones (2,000 / 16,000 / 40,000 images); a quicker one:
 # make bench BENCH_ARGS='--sizes 500,1000,2000'; one large size alone:
 # make bench BENCH_ARGS='--sizes 2000,64000 --no-variants --pca-rows 0 --no-doc'.
 BENCH_ARGS ?=
