@@ -161,8 +161,7 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
         rejection = _rejection(counts, config.quarantine.max_fraction)
         if rejection:
             if models_written is not None:  # a rejected run holds its errors and manifest only
-                models_written.result()
-                _delete_models(spark, layout)
+                _discard_models(models_written, spark, layout)
             rejected = {
                 "run_id": layout.run_id,
                 "status": "rejected",
@@ -272,9 +271,17 @@ def _write_models(spark: SparkSession, model: PCAModel, payload: WeightsPayload,
         storage.write_bytes(spark, storage.join(layout.root, ONNX_MODEL_FILE), payload.blob)
 
 
-def _delete_models(spark: SparkSession, layout: RunLayout) -> None:
-    storage.delete_tree(spark, layout.pca_model)
-    storage.delete_tree(spark, storage.join(layout.root, ONNX_MODEL_FILE))
+def _discard_models(written: Future[None], spark: SparkSession, layout: RunLayout) -> None:
+    """Remove a rejected run's model files; failing to is logged, never hides the rejection."""
+    try:
+        written.result()
+    except Exception as exc:  # the rejection is the run's outcome; this write no longer matters
+        log.warning("the PCA model write of the rejected run failed: %s", exc)
+    try:
+        storage.delete_tree(spark, layout.pca_model)
+        storage.delete_tree(spark, storage.join(layout.root, ONNX_MODEL_FILE))
+    except Exception as exc:  # an unpublished run: stray files are harmless, `fruitfeat runs --clean` removes it
+        log.warning("could not remove the rejected run's model files: %s", exc)
 
 
 def _max_split_bytes(config: JobConfig) -> int:

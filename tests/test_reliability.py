@@ -73,6 +73,22 @@ def test_too_much_quarantine_rejects_the_run_without_publishing(spark, tmp_path)
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith("_")) == ["errors", "manifest.json"]
 
 
+def test_a_rejected_run_says_so_even_when_its_model_write_failed(spark, tmp_path, monkeypatch):
+    from fruitfeat import pipeline
+
+    def fault(*args, **kwargs):
+        raise OSError("injected fault in write_pca_model")
+
+    monkeypatch.setattr(pipeline, "write_pca_model", fault)
+    corpus = build_mixed_corpus(tmp_path / "in", good_seeds=1)
+    output = tmp_path / "out"
+    with pytest.raises(QuarantineError, match="quarantined"):  # the rejection, not the model write's error
+        run_pipeline(mixed_config(corpus.root, output, max_fraction=0.2), spark)
+    (run,) = (output / "runs").iterdir()
+    assert json.loads((run / "manifest.json").read_text())["status"] == "rejected"
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith("_")) == ["errors", "manifest.json"]
+
+
 def test_nothing_featurized_is_an_error_with_exit_code_3(tmp_path, capsys, spark):
     folder = tmp_path / "in" / "Training" / "Kiwi"
     folder.mkdir(parents=True)
