@@ -191,8 +191,13 @@ def _upper_triangle(matrix: np.ndarray) -> np.ndarray:
     return matrix[np.triu_indices(len(matrix))]
 
 
+@functools.lru_cache(maxsize=4)
+def _triangle_indices(dim: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(dim)
+
+
 def _decode(n: int, dim: int, mean: bytes, scatter: bytes) -> Stats:
-    upper = np.triu_indices(dim)
+    upper = _triangle_indices(dim)
     full = np.zeros((dim, dim))
     full[upper] = np.frombuffer(scatter, np.float64)
     full.T[upper] = full[upper]  # mirror into the lower triangle
@@ -273,16 +278,17 @@ def pca_from_statistics(stats: Stats | None, k: int) -> CovariancePCAResult:
         raise PCAInputError(f"pca.k={k} is larger than the number of featurized images ({n})")
     if n < 2:
         raise PCAInputError("the sample covariance needs at least 2 rows")
-    covariance = scatter / (n - 1)
-    covariance = (covariance + covariance.T) / 2  # exact symmetry for eigh
-    eigenvalues, vectors = np.linalg.eigh(covariance)  # ascending
+    # eigh reads one triangle of the scatter matrix (symmetric by construction: no symmetrising pass) and
+    # scaling the eigenvalues afterwards spares a pass over the d x d matrix.
+    eigenvalues, vectors = np.linalg.eigh(scatter)  # ascending
+    eigenvalues = eigenvalues / (n - 1)
     order = np.argsort(eigenvalues)[::-1]
-    eigenvalues, vectors = eigenvalues[order], vectors[:, order]
+    eigenvalues = eigenvalues[order]
     # Spark takes the SVD of the covariance: its "eigenvalues" are singular values, |lambda|.
     total = np.abs(eigenvalues).sum()
     ratios = np.abs(eigenvalues[:k]) / total if total > 0 else np.zeros(k)
     return CovariancePCAResult(
-        components=sign_normalise(vectors[:, :k]),
+        components=sign_normalise(vectors[:, order[:k]]),  # only the k columns kept are gathered
         explained_variance=ratios,
         eigenvalues=eigenvalues[:k].copy(),
         mean=mean,

@@ -96,16 +96,19 @@ def fit_pca(
     if method == "covariance":
         from fruitfeat.covariance_pca import covariance_statistics, pca_from_statistics
 
-        # One pass gives the row count and the dimension too; one eigendecomposition serves every k.
+        # One pass gives the row count and the dimension too; the eigendecomposition gives the whole
+        # spectrum whatever k is, so a variance target costs no second fit.
         stats = covariance_statistics(df, input_col)
         rows, dim = (stats[0], len(stats[1])) if stats is not None else (0, 0)
         if target is None:
             _check(k, dim, rows)
-        full = pca_from_statistics(stats, min(dim, rows))
-        spectrum = [float(v) for v in full.spectrum]
+            fit = pca_from_statistics(stats, k)
+        else:
+            fit = pca_from_statistics(stats, min(dim, rows))
+        spectrum = [float(v) for v in fit.spectrum]
         k = resolve_k(k, spectrum)
         _check(k, dim, rows)
-        model = pca_model_from_components(df.sparkSession, full.components[:, :k], full.explained_variance[:k])
+        model = pca_model_from_components(df.sparkSession, fit.components[:, :k], fit.explained_variance[:k])
         return FittedPCA(model, method, spectrum, target)
     rows = df.count() if rows is None else rows
     if rows == 0:
