@@ -617,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = pipeline_plan(sizes, compare, args.runtime, variants=not args.no_variants)
         results["pipeline"] = run_pipelines(plan, sets, work / "output", args, log)
         if args.pca_rows:
-            print(f"[bench] PCA {args.pca_rows} x 1280: covariance vs Spark ML, three times each, alternating ...", flush=True)
+            print(f"[bench] PCA {args.pca_rows} x 1280: covariance vs Spark ML, four times each, alternating ...", flush=True)
             results["pca"] = run_child("pca", {"rows": args.pca_rows, "dim": 1280, "k": 50, "work": str(work)}, log)
     finally:
         if not args.keep:
