@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -58,6 +60,38 @@ def s3a_jars(config: JobConfig) -> list[str]:
     return [str(jars[-1]) for jars in found]
 
 
+#: Appended to the driver JVM's options; a value from the config's spark.conf is kept in front.
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+
+
+def class_archive_path(config: JobConfig, jars: list[str]) -> Path | None:
+    """The archive for this Spark and these jars: a new pyspark or jar list gets a new file.
+
+    A JVM given an archive of another class path ignores it (CDS is best effort), so a stale file
+    would only cost the speed-up; keying the name by what decides the classes avoids even that.
+    """
+    if not config.spark.class_archive or not (config.spark.master or "").startswith("local"):
+        return None
+    import pyspark
+
+    key = json.dumps([pyspark.__version__, os.environ.get("JAVA_HOME", ""), sorted(jars)])
+    base = Path(config.spark.class_archive)
+    return base.with_name(f"{base.stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.jsa")
+
+
+def class_archive_option(archive: Path) -> str:
+    """Start from the archive if a run already wrote it, else write it when this JVM exits.
+
+    Measured on 2,000 images (alternating, fresh JVMs): starting Spark 1.4-1.5 s instead of 2.5-2.9 s,
+    the job 12.8-13.6 s instead of 14.8-15.1 s (docs/benchmarks.md).
+    """
+    path = f'"{archive}"' if any(c.isspace() for c in str(archive)) else str(archive)  # the launcher splits on spaces
+    if archive.is_file():
+        return f"-XX:SharedArchiveFile={path}"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    return f"-XX:ArchiveClassesAtExit={path}"
+
+
 def spark_settings(config: JobConfig) -> dict[str, str]:
     """Settings the job depends on; explicit ``spark.conf`` entries win over them."""
     settings = {
@@ -76,6 +110,10 @@ def spark_settings(config: JobConfig) -> dict[str, str]:
     jars = s3a_jars(config)
     if jars:
         settings["spark.jars"] = ",".join(filter(None, [settings.get("spark.jars"), *jars]))
+    archive = class_archive_path(config, [j for j in settings.get("spark.jars", "").split(",") if j])
+    if archive is not None:
+        option = class_archive_option(archive)
+        settings[DRIVER_JAVA_OPTIONS] = " ".join(filter(None, [settings.get(DRIVER_JAVA_OPTIONS), option]))
     return settings
 
 
@@ -106,11 +144,12 @@ def build_spark_session(config: JobConfig) -> SparkSession:
     builder = SparkSession.builder.appName(config.spark.app_name)
     if master:
         builder = builder.master(master)
-    for key, value in spark_settings(config).items():
+    settings = spark_settings(config)
+    for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     # getOrCreate ignores builder options for an existing context; SQL options can still be set.
-    for key, value in spark_settings(config).items():
+    for key, value in settings.items():
         if key.startswith("spark.sql."):
             spark.conf.set(key, value)
     spark.sparkContext.setLogLevel(os.environ.get("FRUITFEAT_SPARK_LOG_LEVEL", "WARN"))

@@ -65,3 +65,84 @@ def test_configured_spark_jars_are_kept_and_a_bad_jar_dir_is_reported(tmp_path):
     (jars / "hadoop-aws-3.3.1.jar").unlink()
     with pytest.raises(S3AUnavailableError, match=r"lacks hadoop-aws-\*\.jar: run `make s3a-jars`"):
         spark_settings(config_from_dict(data))
+
+
+def local_config(tmp_path: Path, archive: str | None, **conf: str):
+    data = {"input": {"path": str(tmp_path / "in")}, "output": {"path": str(tmp_path / "out")},
+            "model": {"weights": "random"}, "spark": {"master": "local[2]", "class_archive": archive, "conf": conf}}
+    return config_from_dict(data)
+
+
+def test_the_class_archive_is_written_by_the_first_run_and_read_by_later_ones(tmp_path):
+    from fruitfeat.session import DRIVER_JAVA_OPTIONS, class_archive_path
+
+    cfg = local_config(tmp_path, str(tmp_path / "jvm" / "spark.jsa"), **{DRIVER_JAVA_OPTIONS: "-Dkept=1"})
+    archive = class_archive_path(cfg, [])
+    assert archive.parent == tmp_path / "jvm" and archive.name.startswith("spark-") and archive.suffix == ".jsa"
+    assert spark_settings(cfg)[DRIVER_JAVA_OPTIONS] == f"-Dkept=1 -XX:ArchiveClassesAtExit={archive}"
+    archive.write_bytes(b"archive")  # what the first JVM leaves at exit
+    assert spark_settings(cfg)[DRIVER_JAVA_OPTIONS] == f"-Dkept=1 -XX:SharedArchiveFile={archive}"
+    # Another jar list means other classes: another file.
+    assert class_archive_path(cfg, ["/jars/hadoop-aws-3.3.1.jar"]) != archive
+
+
+def test_no_class_archive_unless_configured_for_a_local_master(tmp_path):
+    from fruitfeat.session import DRIVER_JAVA_OPTIONS
+
+    assert DRIVER_JAVA_OPTIONS not in spark_settings(local_config(tmp_path, None))
+    on_cluster = config_from_dict({"input": {"path": "s3a://b/in"}, "output": {"path": "s3a://b/out"},
+                                   "model": {"weights": "random"}, "spark": {"class_archive": str(tmp_path / "a.jsa")}})
+    assert DRIVER_JAVA_OPTIONS not in spark_settings(on_cluster)  # spark-submit started the JVM: too late
+
+
+_START_JVM = """
+import json, sys
+from fruitfeat.config import config_from_dict
+from fruitfeat.session import build_spark_session
+cfg = config_from_dict(json.loads(sys.argv[1]))
+spark = build_spark_session(cfg)
+args = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
+print("JVM_ARGS", json.dumps([str(a) for a in args]))
+assert spark.range(10).count() == 10
+"""
+
+
+@pytest.mark.slow
+def test_a_second_jvm_starts_from_the_archive_the_first_one_wrote(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from fruitfeat.session import class_archive_path
+
+    data = {"input": {"path": str(tmp_path / "in")}, "output": {"path": str(tmp_path / "out")},
+            "model": {"weights": "random"},
+            "spark": {"master": "local[1]", "class_archive": str(tmp_path / "jvm" / "spark.jsa"),
+                      "conf": {"spark.ui.enabled": "false"}}}
+    archive = class_archive_path(config_from_dict(data), [])
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+
+    def start_jvm() -> list[str]:
+        done = subprocess.run([sys.executable, "-c", _START_JVM, json.dumps(data)], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        (line,) = [l for l in done.stdout.splitlines() if l.startswith("JVM_ARGS")]
+        return json.loads(line.split(" ", 1)[1])
+
+    assert f"-XX:ArchiveClassesAtExit={archive}" in start_jvm()
+    assert archive.is_file() and archive.stat().st_size > 1_000_000  # Spark's classes, dumped at exit
+    assert f"-XX:SharedArchiveFile={archive}" in start_jvm()
+
+
+def test_java_options_command_prints_the_archive_option_for_spark_submit(tmp_path, capsys):
+    from fruitfeat.cli import main
+
+    conf = tmp_path / "job.yaml"
+    conf.write_text(
+        f"input: {{path: '{tmp_path / 'in'}'}}\noutput: {{path: '{tmp_path / 'out'}'}}\nmodel: {{weights: random}}\n"
+        f"spark: {{master: 'local[2]', class_archive: '{tmp_path / 'jvm' / 'spark.jsa'}'}}\n"
+    )
+    assert main(["java-options", "--config", str(conf)]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith(f"-XX:ArchiveClassesAtExit={tmp_path / 'jvm' / 'spark-'}") and printed.endswith(".jsa")
