@@ -79,8 +79,9 @@ def test_the_class_archive_is_written_by_the_first_run_and_read_by_later_ones(tm
     cfg = local_config(tmp_path, str(tmp_path / "jvm" / "spark.jsa"), **{DRIVER_JAVA_OPTIONS: "-Dkept=1"})
     archive = class_archive_path(cfg, [])
     assert archive.parent == tmp_path / "jvm" and archive.name.startswith("spark-") and archive.suffix == ".jsa"
-    assert spark_settings(cfg)[DRIVER_JAVA_OPTIONS] == f"-Dkept=1 -XX:ArchiveClassesAtExit={archive}"
-    archive.write_bytes(b"archive")  # what the first JVM leaves at exit
+    partial = archive.with_name(archive.name + ".partial")
+    assert spark_settings(cfg)[DRIVER_JAVA_OPTIONS] == f"-Dkept=1 -XX:ArchiveClassesAtExit={partial}"
+    archive.write_bytes(b"archive")  # in place: an earlier run's archive, checked when it was promoted
     assert spark_settings(cfg)[DRIVER_JAVA_OPTIONS] == f"-Dkept=1 -XX:SharedArchiveFile={archive}"
     # Another jar list means other classes: another file.
     assert class_archive_path(cfg, ["/jars/hadoop-aws-3.3.1.jar"]) != archive
@@ -130,9 +131,15 @@ def test_a_second_jvm_starts_from_the_archive_the_first_one_wrote(tmp_path):
         (line,) = [l for l in done.stdout.splitlines() if l.startswith("JVM_ARGS")]
         return json.loads(line.split(" ", 1)[1])
 
-    assert f"-XX:ArchiveClassesAtExit={archive}" in start_jvm()
-    assert archive.is_file() and archive.stat().st_size > 1_000_000  # Spark's classes, dumped at exit
-    assert f"-XX:SharedArchiveFile={archive}" in start_jvm()
+    partial = archive.with_name(archive.name + ".partial")
+    assert f"-XX:ArchiveClassesAtExit={partial}" in start_jvm()
+    assert partial.stat().st_size > 1_000_000 and not archive.exists()  # Spark's classes, dumped at exit
+    # A cut-short dump crashes JDK 17 (SIGBUS) instead of being ignored: it is never promoted.
+    whole = partial.read_bytes()
+    partial.write_bytes(whole[: len(whole) // 3])
+    assert f"-XX:ArchiveClassesAtExit={partial}" in start_jvm()  # dropped, and written again
+    assert f"-XX:SharedArchiveFile={archive}" in start_jvm()  # checked and promoted, then used
+    assert archive.is_file() and not partial.exists()
 
 
 def test_java_options_command_prints_the_archive_option_for_spark_submit(tmp_path, capsys):
@@ -145,4 +152,4 @@ def test_java_options_command_prints_the_archive_option_for_spark_submit(tmp_pat
     )
     assert main(["java-options", "--config", str(conf)]) == 0
     printed = capsys.readouterr().out.strip()
-    assert printed.startswith(f"-XX:ArchiveClassesAtExit={tmp_path / 'jvm' / 'spark-'}") and printed.endswith(".jsa")
+    assert printed.startswith(f"-XX:ArchiveClassesAtExit={tmp_path / 'jvm' / 'spark-'}") and printed.endswith(".jsa.partial")
