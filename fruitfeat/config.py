@@ -233,8 +233,9 @@ class SparkConfig(_Section):
     conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings, applied verbatim")
     class_archive: str | None = Field(
         default=None,
-        description="JDK class-data-sharing archive of the driver JVM (local masters, when Python starts the "
-        "JVM): the first run writes it, later runs start from it (~2 s less per run); None: off",
+        description="JDK class-data-sharing archive of the driver JVM (local masters: when Python starts the "
+        "JVM, or spark-submit --driver-java-options \"$(fruitfeat java-options --config ...)\"): the first run "
+        "writes it, later runs start from it (~2 s less per run); None: off",
     )
 
     @field_validator("class_archive")
