@@ -136,9 +136,10 @@ def _java_options_main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"fruitfeat: {exc}", file=sys.stderr)
         return 2
-    from fruitfeat.session import DRIVER_JAVA_OPTIONS, spark_settings
+    from fruitfeat.session import DRIVER_JAVA_OPTIONS, driver_java_options, spark_settings
 
-    print(spark_settings(config).get(DRIVER_JAVA_OPTIONS, ""))
+    settings = spark_settings(config)
+    print(driver_java_options(config, settings) or settings.get(DRIVER_JAVA_OPTIONS, ""))
     return 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from py4j.protocol import Py4JJavaError
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from fruitfeat.config import JobConfig
@@ -138,11 +139,19 @@ def spark_settings(config: JobConfig) -> dict[str, str]:
     jars = s3a_jars(config)
     if jars:
         settings["spark.jars"] = ",".join(filter(None, [settings.get("spark.jars"), *jars]))
-    archive = class_archive_path(config, [j for j in settings.get("spark.jars", "").split(",") if j])
-    if archive is not None:
-        option = class_archive_option(archive)
-        settings[DRIVER_JAVA_OPTIONS] = " ".join(filter(None, [settings.get(DRIVER_JAVA_OPTIONS), option]))
     return settings
+
+
+def driver_java_options(config: JobConfig, settings: dict[str, str]) -> str | None:
+    """The driver JVM's options with the class archive's, for a JVM not started yet; None without one.
+
+    Apart from ``spark_settings`` because it acts (checks, renames or deletes the archive) and only
+    matters before the JVM starts: under spark-submit the JVM is already running.
+    """
+    archive = class_archive_path(config, [j for j in settings.get("spark.jars", "").split(",") if j])
+    if archive is None:
+        return None
+    return " ".join(filter(None, [settings.get(DRIVER_JAVA_OPTIONS), class_archive_option(archive)]))
 
 
 def check_s3a(spark: SparkSession, config: JobConfig) -> None:
@@ -173,6 +182,10 @@ def build_spark_session(config: JobConfig) -> SparkSession:
     if master:
         builder = builder.master(master)
     settings = spark_settings(config)
+    if SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ:  # Python starts the JVM
+        options = driver_java_options(config, settings)
+        if options:
+            settings[DRIVER_JAVA_OPTIONS] = options
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

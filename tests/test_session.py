@@ -73,6 +73,12 @@ def local_config(tmp_path: Path, archive: str | None, **conf: str):
     return config_from_dict(data)
 
 
+def java_options(cfg) -> str | None:
+    from fruitfeat.session import driver_java_options
+
+    return driver_java_options(cfg, spark_settings(cfg))
+
+
 def test_the_class_archive_is_written_by_the_first_run_and_read_by_later_ones(tmp_path):
     from fruitfeat.session import DRIVER_JAVA_OPTIONS, class_archive_path
 
@@ -80,20 +86,19 @@ def test_the_class_archive_is_written_by_the_first_run_and_read_by_later_ones(tm
     archive = class_archive_path(cfg, [])
     assert archive.parent == tmp_path / "jvm" and archive.name.startswith("spark-") and archive.suffix == ".jsa"
     partial = archive.with_name(archive.name + ".partial")
-    assert spark_settings(cfg)[DRIVER_JAVA_OPTIONS] == f"-Dkept=1 -XX:ArchiveClassesAtExit={partial}"
+    assert java_options(cfg) == f"-Dkept=1 -XX:ArchiveClassesAtExit={partial}"
     archive.write_bytes(b"archive")  # in place: an earlier run's archive, checked when it was promoted
-    assert spark_settings(cfg)[DRIVER_JAVA_OPTIONS] == f"-Dkept=1 -XX:SharedArchiveFile={archive}"
+    assert java_options(cfg) == f"-Dkept=1 -XX:SharedArchiveFile={archive}"
+    assert spark_settings(cfg)[DRIVER_JAVA_OPTIONS] == "-Dkept=1"  # the settings themselves never act
     # Another jar list means other classes: another file.
     assert class_archive_path(cfg, ["/jars/hadoop-aws-3.3.1.jar"]) != archive
 
 
 def test_no_class_archive_unless_configured_for_a_local_master(tmp_path):
-    from fruitfeat.session import DRIVER_JAVA_OPTIONS
-
-    assert DRIVER_JAVA_OPTIONS not in spark_settings(local_config(tmp_path, None))
+    assert java_options(local_config(tmp_path, None)) is None
     on_cluster = config_from_dict({"input": {"path": "s3a://b/in"}, "output": {"path": "s3a://b/out"},
                                    "model": {"weights": "random"}, "spark": {"class_archive": str(tmp_path / "a.jsa")}})
-    assert DRIVER_JAVA_OPTIONS not in spark_settings(on_cluster)  # spark-submit started the JVM: too late
+    assert java_options(on_cluster) is None  # spark-submit started the JVM: too late
 
 
 _START_JVM = """
