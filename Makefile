@@ -68,7 +68,7 @@ sample-data: venv
 
 run-local: check-java venv weights sample-data
 	$(VENV)/bin/spark-submit --master 'local[2]' --driver-memory 4g \
-	  --driver-java-options "-Dlog4j.configurationFile=conf/log4j2.properties $$($(VENV)/bin/fruitfeat java-options --config $(CONFIG))" \
+	  --driver-java-options "-Dlog4j.configurationFile=conf/log4j2.properties" \
 	  --conf spark.ui.showConsoleProgress=true \
 	  jobs/run_pipeline.py --config $(CONFIG) $(ARGS)
 

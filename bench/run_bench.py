@@ -252,8 +252,6 @@ def job_config(images: Path, output: Path, args, **featurize) -> dict:
         "pca": {"k": 50},
         "classifier": {"enabled": False},
         "spark": {"master": f"local[{args.cores}]", "app_name": "fruitfeat-bench",
-                  # Like the model cache: the first run writes it, the measured runs start from it.
-                  "class_archive": str(output.parent / "jvm" / "spark.jsa"),
                   "conf": {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
                            "spark.driver.memory": "4g"}},
     }
@@ -557,9 +555,7 @@ def update_doc(results: dict, text: str, png: Path) -> None:
         f"network input {results['args']['image_size']} px, "
         f"random weights (speed does not depend on their values), `local[{results['args']['cores']}]`, classifier off.",
         "End-to-end runs share one output root, like successive runs of a daily job: the first run of each runtime "
-        "converts the model and stores the payload (`model cache`: stored), later runs reuse it (hit)"
-        + ("; the very first run also writes the driver JVM's class-data-sharing archive (`spark.class_archive`), which "
-           "later runs start from." if results.get("class_archive") else "."),
+        "converts the model and stores the payload (`model cache`: stored), later runs reuse it (hit)" + ".",
         "",
         text,
         END,
@@ -609,7 +605,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] generating images in {work} on {args.cores} processes ...", flush=True)
         sets = make_images(work / "images", sizes + [compare], args.naive, args.cores)
         results["images_s"] = time.perf_counter() - t0
-        results["class_archive"] = True  # job_config: the runs share one JVM class archive
         from fruitfeat.sample_data import KNOWN_CLASSES
 
         results["images"] = {"distinct": min(max(sizes + [compare, args.naive]), DISTINCT_IMAGES),

@@ -1,4 +1,4 @@
-"""Command line: ``fruitfeat run|predict|report|runs|weights|sample-data|java-options``.
+"""Command line: ``fruitfeat run|predict|report|runs|weights|sample-data``.
 
 ``jobs/run_pipeline.py`` is ``fruitfeat run``. Commands import their modules lazily so that
 ``fruitfeat predict`` never pays for Spark.
@@ -93,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         "runs": _runs_main,
         "weights": _weights_main,
         "sample-data": _sample_data_main,
-        "java-options": _java_options_main,
     }
     if not argv or argv[0] not in commands:
         print(f"usage: fruitfeat {{{','.join(commands)}}} ...  (fruitfeat COMMAND --help)", file=sys.stderr)
@@ -123,24 +122,6 @@ def _weights_main(argv: list[str]) -> int:
     from fruitfeat.weights import main as weights_main
 
     return weights_main(argv)
-
-
-def _java_options_main(argv: list[str]) -> int:
-    """The driver JVM options a config asks for, for spark-submit's ``--driver-java-options`` (the JVM
-    exists before the job reads its config, so ``spark.driver.extraJavaOptions`` would come too late)."""
-    parser = argparse.ArgumentParser(prog="fruitfeat java-options", description=_java_options_main.__doc__)
-    parser.add_argument("--config", required=True, help="YAML file, e.g. conf/local.yaml")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, [])
-    except ConfigError as exc:
-        print(f"fruitfeat: {exc}", file=sys.stderr)
-        return 2
-    from fruitfeat.session import DRIVER_JAVA_OPTIONS, driver_java_options, spark_settings
-
-    settings = spark_settings(config)
-    print(driver_java_options(config, settings) or settings.get(DRIVER_JAVA_OPTIONS, ""))
-    return 0
 
 
 def _sample_data_main(argv: list[str]) -> int:

@@ -231,18 +231,6 @@ class SparkConfig(_Section):
         description="spark.sql.files.openCostInBytes; the 4 MiB default packs ~32 small images per task",
     )
     conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings, applied verbatim")
-    class_archive: str | None = Field(
-        default=None,
-        description="JDK class-data-sharing archive of the driver JVM (local masters: when Python starts the "
-        "JVM, or spark-submit --driver-java-options \"$(fruitfeat java-options --config ...)\"): the first run "
-        "writes it, later runs start from it (~2 s less per run); None: off",
-    )
-
-    @field_validator("class_archive")
-    @classmethod
-    def _absolute_archive(cls, value: str | None) -> str | None:
-        return str(Path(value).expanduser().resolve()) if value else None
-
     @field_validator("conf", mode="before")
     @classmethod
     def _stringify(cls, value: Any) -> Any:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 from py4j.protocol import Py4JJavaError
-from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from fruitfeat.config import JobConfig
@@ -62,65 +58,6 @@ def s3a_jars(config: JobConfig) -> list[str]:
     return [str(jars[-1]) for jars in found]
 
 
-#: Appended to the driver JVM's options; a value from the config's spark.conf is kept in front.
-DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
-
-
-def class_archive_path(config: JobConfig, jars: list[str]) -> Path | None:
-    """The archive for this Spark and these jars: a new pyspark or jar list gets a new file.
-
-    A JVM given an archive of another class path ignores it (CDS is best effort), so a stale file
-    would only cost the speed-up; keying the name by what decides the classes avoids even that.
-    """
-    if not config.spark.class_archive or not (config.spark.master or "").startswith("local"):
-        return None
-    import pyspark
-
-    key = json.dumps([pyspark.__version__, os.environ.get("JAVA_HOME", ""), sorted(jars)])
-    base = Path(config.spark.class_archive)
-    return base.with_name(f"{base.stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.jsa")
-
-
-def _java() -> str:
-    """The java that Spark's launcher runs: $JAVA_HOME/bin/java, else the one on the PATH."""
-    home = os.environ.get("JAVA_HOME")
-    return str(Path(home) / "bin" / "java") if home else "java"
-
-
-def archive_is_usable(archive: Path) -> bool:
-    """A JVM maps the archive and exits cleanly.
-
-    JDK 17 crashes (SIGBUS) on a truncated archive instead of ignoring it, so an archive is only
-    used once a JVM has mapped it: a dump cut short (a killed run, a full disk) is never read.
-    """
-    try:
-        done = subprocess.run([_java(), f"-XX:SharedArchiveFile={archive}", "-version"],
-                              capture_output=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
-def class_archive_option(archive: Path) -> str:
-    """Start from the archive if an earlier run completed it, else write it when this JVM exits.
-
-    The JVM writes ``<archive>.partial``; the next run checks it (:func:`archive_is_usable`) and
-    renames it into place, or deletes it. Measured on 2,000 images (alternating, fresh JVMs): starting
-    Spark 1.4-1.5 s instead of 2.5-2.9 s, the job 12.8-13.6 s instead of 14.8-15.1 s (docs/choices.md).
-    """
-    partial = archive.with_name(archive.name + ".partial")
-    if not archive.is_file() and partial.is_file():
-        if archive_is_usable(partial):
-            os.replace(partial, archive)
-        else:
-            partial.unlink(missing_ok=True)
-    quote = (lambda p: f'"{p}"') if any(c.isspace() for c in str(archive)) else str  # the launcher splits on spaces
-    if archive.is_file():
-        return f"-XX:SharedArchiveFile={quote(archive)}"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    return f"-XX:ArchiveClassesAtExit={quote(partial)}"
-
-
 def spark_settings(config: JobConfig) -> dict[str, str]:
     """Settings the job depends on; explicit ``spark.conf`` entries win over them."""
     settings = {
@@ -140,18 +77,6 @@ def spark_settings(config: JobConfig) -> dict[str, str]:
     if jars:
         settings["spark.jars"] = ",".join(filter(None, [settings.get("spark.jars"), *jars]))
     return settings
-
-
-def driver_java_options(config: JobConfig, settings: dict[str, str]) -> str | None:
-    """The driver JVM's options with the class archive's, for a JVM not started yet; None without one.
-
-    Apart from ``spark_settings`` because it acts (checks, renames or deletes the archive) and only
-    matters before the JVM starts: under spark-submit the JVM is already running.
-    """
-    archive = class_archive_path(config, [j for j in settings.get("spark.jars", "").split(",") if j])
-    if archive is None:
-        return None
-    return " ".join(filter(None, [settings.get(DRIVER_JAVA_OPTIONS), class_archive_option(archive)]))
 
 
 def check_s3a(spark: SparkSession, config: JobConfig) -> None:
@@ -182,10 +107,6 @@ def build_spark_session(config: JobConfig) -> SparkSession:
     if master:
         builder = builder.master(master)
     settings = spark_settings(config)
-    if SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ:  # Python starts the JVM
-        options = driver_java_options(config, settings)
-        if options:
-            settings[DRIVER_JAVA_OPTIONS] = options
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
