@@ -61,7 +61,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 weights: venv
-	$(PY) -m fruitfeat.weights --out $(WEIGHTS)
+	$(PY) -m fruitfeat.featurize.weights --out $(WEIGHTS)
 
 sample-data: venv
 	$(PY) -m fruitfeat.sample_data --out $(SAMPLE)
@@ -75,13 +75,13 @@ run-local: check-java venv weights sample-data
 predict: venv
 	@test -n "$(IMG)" || { echo "usage: make predict IMG='path/to/photo.jpg' (one photo; several: .venv/bin/fruitfeat predict A B ...)" >&2; exit 2; }
 	@# One photo, quoted: Fruits-360 folders have spaces ("Apple Red"), so IMG is never split.
-	$(PY) -m fruitfeat.predict --output $(OUTPUT) "$(IMG)"
+	$(PY) -m fruitfeat.recognition.predict --output $(OUTPUT) "$(IMG)"
 
 report: venv
-	$(PY) -m fruitfeat.report --output $(OUTPUT)
+	$(PY) -m fruitfeat.recognition.report --output $(OUTPUT)
 
 runs: venv
-	$(PY) -m fruitfeat.runs --output $(OUTPUT)
+	$(PY) -m fruitfeat.io.runs --output $(OUTPUT)
 
 # The real weights are needed by the recognition tests (random weights do not recognise fruit).
 test: check-java venv weights s3a-jars
@@ -134,21 +134,21 @@ emr-package: wheel
 	# EMR's Spark 3.5.6 puts its own pyspark and py4j on PYTHONPATH: a second copy (~350 MB) would only be in the way.
 	$(EMR_VENV)/bin/pip uninstall --quiet -y pyspark py4j
 	$(EMR_VENV)/bin/python -c "import sys; assert sys.version_info[:2] == (3, 11), sys.version"
-	$(EMR_VENV)/bin/python -c "import fruitfeat.decode, fruitfeat.model, tensorflow, pyarrow, pandas, PIL, pydantic, yaml, boto3"
+	$(EMR_VENV)/bin/python -c "import fruitfeat.featurize.decode, fruitfeat.featurize.model, tensorflow, pyarrow, pandas, PIL, pydantic, yaml, boto3"
 	$(EMR_VENV)/bin/python -c "from fruitfeat.config import load_config; load_config('conf/emr.yaml')"
 	$(EMR_TOOLS)/bin/venv-pack --quiet -p $(EMR_VENV) -o $(EMR_ARCHIVE)
 	cp jobs/run_pipeline.py conf/emr.yaml dist/
 	@ls -l dist/
 
 emr-upload: venv
-	$(PY) -m fruitfeat.emr upload $(EMR_OPTS) --config $(EMR_CONFIG)
+	$(PY) -m fruitfeat.cloud.emr upload $(EMR_OPTS) --config $(EMR_CONFIG)
 
 emr-submit: venv
-	$(PY) -m fruitfeat.emr submit $(EMR_OPTS) --config $(EMR_CONFIG) $(if $(EMR_CLUSTER_ID),--cluster-id $(EMR_CLUSTER_ID)) $(EMR_ARGS)
+	$(PY) -m fruitfeat.cloud.emr submit $(EMR_OPTS) --config $(EMR_CONFIG) $(if $(EMR_CLUSTER_ID),--cluster-id $(EMR_CLUSTER_ID)) $(EMR_ARGS)
 
 emr-status: venv
 	@test -n "$(EMR_CLUSTER_ID)" || { echo "make emr-status needs EMR_CLUSTER_ID=j-..." >&2; exit 2; }
-	$(PY) -m fruitfeat.emr status $(EMR_OPTS) --cluster-id $(EMR_CLUSTER_ID) $(EMR_ARGS)
+	$(PY) -m fruitfeat.cloud.emr status $(EMR_OPTS) --cluster-id $(EMR_CLUSTER_ID) $(EMR_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info data/output .pytest_cache

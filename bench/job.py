@@ -62,7 +62,7 @@ def _best_batch(fn, images: np.ndarray, batches: tuple[int, ...]) -> tuple[dict[
 
 def _side_by_side_worker(blob: bytes, images: np.ndarray, batches: tuple[int, ...], barrier, queue) -> None:
     """One single-thread ONNX Runtime process; all of them start each batch size together (barrier)."""
-    from fruitfeat.onnx_export import OnnxInference
+    from fruitfeat.featurize.onnx_export import OnnxInference
 
     session = OnnxInference(blob, 1)
     session(images[:8])  # warm-up
@@ -95,9 +95,9 @@ def side_by_side(blob: bytes, images: np.ndarray, processes: int, batches: tuple
 
 def raw(args: dict) -> dict:
     """The inference engines alone, in this one process, on decoded images and CORES threads."""
-    from fruitfeat.decode import decode_image
-    from fruitfeat.model import resolve_weights
-    from fruitfeat.onnx_export import OnnxInference
+    from fruitfeat.featurize.decode import decode_image
+    from fruitfeat.featurize.model import resolve_weights
+    from fruitfeat.featurize.onnx_export import OnnxInference
 
     size, n = args["image_size"], args["n"]
     files = _files(args["images"])[:n]
@@ -109,7 +109,11 @@ def raw(args: dict) -> dict:
 
     tf.config.threading.set_intra_op_parallelism_threads(CORES)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from fruitfeat.model import build_backbone, compile_inference, deserialize_weights
+    from fruitfeat.featurize.model import (
+        build_backbone,
+        compile_inference,
+        deserialize_weights,
+    )
 
     payload = resolve_weights("random", size, 0, lambda uri: b"", runtime="onnxruntime")
     tf_payload = resolve_weights("random", size, 0, lambda uri: b"")
@@ -145,14 +149,14 @@ def naive(args: dict) -> dict:
     spark.sparkContext.setLogLevel("ERROR")
     size = args["image_size"]
 
-    from fruitfeat.model import build_backbone
+    from fruitfeat.featurize.model import build_backbone
 
     start = time.perf_counter()
     model = build_backbone(size)
     bc_weights = spark.sparkContext.broadcast(model.get_weights())
 
     def model_fn():
-        from fruitfeat.model import build_backbone
+        from fruitfeat.featurize.model import build_backbone
 
         new_model = build_backbone(size)
         new_model.set_weights(bc_weights.value)
@@ -214,7 +218,7 @@ def _write_like_spark(data: np.ndarray, directory: Path, files: int, packed: boo
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from fruitfeat.packed_features import pack_rows
+    from fruitfeat.featurize.packed_features import pack_rows
 
     directory.mkdir(parents=True, exist_ok=True)
     for i, rows in enumerate(np.array_split(np.arange(len(data)), files)):
@@ -246,8 +250,8 @@ def pca(args: dict) -> dict:
     (cold) times are kept alongside. The session has the job's Arrow settings (enabled, featurize.arrow_batch_size)."""
     from pyspark.sql import SparkSession
 
-    from fruitfeat.config import FeaturizeConfig
-    from fruitfeat.pca import fit_pca
+    from fruitfeat.config.sections import FeaturizeConfig
+    from fruitfeat.reduce.pca import fit_pca
 
     rows, dim, k = args["rows"], args["dim"], args["k"]
     rng = np.random.default_rng(0)

@@ -10,7 +10,8 @@ import argparse
 import logging
 import sys
 
-from fruitfeat.config import ConfigError, load_config
+from fruitfeat.config import load_config
+from fruitfeat.errors import FruitfeatError
 
 
 def _configure_logging() -> None:
@@ -41,27 +42,13 @@ def run_main(argv: list[str] | None = None) -> int:
     _configure_logging()
     try:
         config = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"fruitfeat: {exc}", file=sys.stderr)
-        return 2
-    # After validation: Spark and TensorFlow import slowly.
-    from fruitfeat.classifier import ClassifierInputError
-    from fruitfeat.images import InputError
-    from fruitfeat.model import WeightsError
-    from fruitfeat.pca import PCAInputError
-    from fruitfeat.pca_selection import VarianceTargetError
-    from fruitfeat.pipeline import QuarantineError, run_pipeline
+        from fruitfeat.pipeline import (
+            run_pipeline,  # after validation: Spark imports slowly
+        )
 
-    # Problems with the user's input or setup: reported in one line, without a traceback.
-    user_errors = (InputError, WeightsError, PCAInputError, VarianceTargetError, ClassifierInputError)
-    try:
         result = run_pipeline(config)
-    except user_errors as exc:
-        print(f"fruitfeat: error: {exc}", file=sys.stderr)
-        return 1
-    except QuarantineError as exc:
-        print(f"fruitfeat: rejected: {exc}", file=sys.stderr)
-        return 3
+    except FruitfeatError as exc:
+        return report_error(exc)
     counts = result.manifest["counts"]
     pca = result.manifest["pca"]
     recognition = result.manifest.get("recognition")
@@ -84,6 +71,12 @@ def run_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def report_error(exc: FruitfeatError) -> int:
+    """The one place a user-facing error becomes a message and an exit code (fruitfeat.errors)."""
+    print(f"fruitfeat: {exc.label}: {exc}", file=sys.stderr)
+    return exc.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
@@ -101,25 +94,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict_main(argv: list[str]) -> int:
-    from fruitfeat.predict import main as predict_main
+    from fruitfeat.recognition.predict import main as predict_main
 
     return predict_main(argv)
 
 
 def _report_main(argv: list[str]) -> int:
-    from fruitfeat.report import main as report_main
+    from fruitfeat.recognition.report import main as report_main
 
     return report_main(argv)
 
 
 def _runs_main(argv: list[str]) -> int:
-    from fruitfeat.runs import main as runs_main
+    from fruitfeat.io.runs import main as runs_main
 
     return runs_main(argv)
 
 
 def _weights_main(argv: list[str]) -> int:
-    from fruitfeat.weights import main as weights_main
+    from fruitfeat.featurize.weights import main as weights_main
 
     return weights_main(argv)
 

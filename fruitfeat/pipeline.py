@@ -17,11 +17,15 @@ from typing import Any
 from pyspark.ml.feature import PCAModel
 from pyspark.sql import DataFrame, SparkSession
 
-from fruitfeat import __version__, storage
-from fruitfeat.classifier import candidates_from_config
-from fruitfeat.config import JobConfig, local_path
-from fruitfeat.featurize import featurize_images, featurized_rows, model_build_log
-from fruitfeat.images import (
+from fruitfeat import __version__
+from fruitfeat.config import JobConfig
+from fruitfeat.errors import RunRejectedError
+from fruitfeat.featurize.model import ONNX_MODEL_FILE, WeightsPayload, resolve_weights
+from fruitfeat.featurize.packed_features import unpack_features
+from fruitfeat.featurize.payload_cache import PayloadCache
+from fruitfeat.featurize.udf import featurize_images, featurized_rows, model_build_log
+from fruitfeat.io import storage
+from fruitfeat.io.listing import (
     DEFAULT_MAX_SPLIT_BYTES,
     ImageListing,
     InputError,
@@ -29,15 +33,9 @@ from fruitfeat.images import (
     list_input,
     listing_split_bytes,
 )
-from fruitfeat.model import ONNX_MODEL_FILE, WeightsPayload, resolve_weights
-from fruitfeat.packed_features import unpack_features
-from fruitfeat.payload_cache import PayloadCache
-from fruitfeat.pca import fit_pca, project_features
-from fruitfeat.quarantine import account_for_listing
-from fruitfeat.recognition import RecognitionSettings, run_recognition
-from fruitfeat.report import REPORT_FILE, render_report
-from fruitfeat.session import build_spark_session
-from fruitfeat.writer import (
+from fruitfeat.io.quarantine import account_for_listing
+from fruitfeat.io.uris import local_path
+from fruitfeat.io.writer import (
     STAGING_OPTIONS,
     RunLayout,
     new_run_id,
@@ -46,12 +44,15 @@ from fruitfeat.writer import (
     write_pca_model,
     write_table,
 )
+from fruitfeat.recognition.classifier import candidates_from_config
+from fruitfeat.recognition.report import REPORT_FILE, render_report
+from fruitfeat.recognition.stage import RecognitionSettings, run_recognition
+from fruitfeat.reduce.pca import fit_pca, project_features
+from fruitfeat.session import build_spark_session
 
 log = logging.getLogger("fruitfeat")
 
 
-class QuarantineError(RuntimeError):
-    """Too much of the input was quarantined (or nothing featurized): the run is kept, not published."""
 
 
 @dataclass
@@ -135,7 +136,7 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
             builds,
             config.input.max_image_pixels,
             config.featurize.partitions_per_core * spark.sparkContext.defaultParallelism,
-            packed=True,  # one binary value per row: no per-element JVM work (fruitfeat.packed_features)
+            packed=True,  # one binary value per row: no per-element JVM work (fruitfeat.featurize.packed_features)
         )
         with file_split_bytes(spark, split_bytes):  # the scan is planned and run by this write
             write_table(featurized, layout.staged_features, STAGING_OPTIONS)
@@ -172,7 +173,7 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
                 "config": config.model_dump(mode="json"),
             }
             write_json(spark, layout.manifest, rejected)
-            raise QuarantineError(f"{rejection}; see {layout.errors} (run {layout.run_id} was not published)")
+            raise RunRejectedError(f"{rejection}; see {layout.errors} (run {layout.run_id} was not published)")
         if fit_error is not None:
             raise fit_error
         variance = fitted.explained_variance

@@ -11,7 +11,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from fruitfeat.config import JobConfig
-from fruitfeat.images import InputError
+from fruitfeat.errors import S3AUnavailableError
 
 #: Directory of the S3A jars when the config has no s3.jars_dir (`make s3a-jars` fills .cache/s3a-jars).
 S3A_JARS_ENV = "FRUITFEAT_S3A_JARS"
@@ -19,8 +19,6 @@ S3A_JARS_ENV = "FRUITFEAT_S3A_JARS"
 S3A_JAR_PATTERNS = ("hadoop-aws-*.jar", "aws-java-sdk-bundle-*.jar")
 
 
-class S3AUnavailableError(InputError):
-    """An s3a:// URI is configured but the S3A classes are not on the driver's classpath."""
 
 
 def uses_s3a(config: JobConfig) -> bool:

@@ -135,7 +135,8 @@ CELLS = [
     _code(
         "run",
         """
-        from fruitfeat.config import load_config, local_path
+        from fruitfeat.config import load_config
+        from fruitfeat.io.uris import local_path
         from fruitfeat.pipeline import run_pipeline
         from fruitfeat.session import build_spark_session
 
@@ -182,7 +183,7 @@ CELLS = [
         import pandas as pd
         from IPython.display import HTML, display
 
-        from fruitfeat.report import weights_section
+        from fruitfeat.recognition.report import weights_section
 
         counts, pca, weights = manifest["counts"], manifest["pca"], manifest["weights"]
         recognition = manifest.get("recognition") or {}
@@ -218,7 +219,7 @@ CELLS = [
 
         `predictor.npz` holds the run's PCA and classifier as numpy arrays, so `fruitfeat predict`
         recognises a photo without starting a JVM. The photos below go through exactly that path
-        (`fruitfeat.predict.predict_photos`: the executors' decoding, MobileNetV2 rebuilt from the
+        (`fruitfeat.recognition.predict.predict_photos`: the executors' decoding, MobileNetV2 rebuilt from the
         run's weights file, checked against its sha256, then the predictor). Each tile shows the
         network input and the top-1 class with its probability (green when right). With every Test
         photo in the grid, the share it gets right equals the top-1 accuracy Spark measured (step 5).
@@ -231,8 +232,8 @@ CELLS = [
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        from fruitfeat.predict import predict_photos, read_photo
-        from fruitfeat.predictor import PREDICTOR_FILE, load_predictor
+        from fruitfeat.recognition.predict import predict_photos, read_photo
+        from fruitfeat.recognition.predictor import PREDICTOR_FILE, load_predictor
 
         predictor = load_predictor(RUN_DIR / PREDICTOR_FILE)
         print(
@@ -289,8 +290,8 @@ CELLS = [
         """
         from IPython.display import Markdown
 
-        from fruitfeat.recognition import PLOTS
-        from fruitfeat.report import PLOT_TITLES
+        from fruitfeat.recognition.stage import PLOTS
+        from fruitfeat.recognition.report import PLOT_TITLES
 
         for name in PLOTS:
             png = RUN_DIR / "plots" / f"{name}.png"

@@ -13,8 +13,9 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fruitfeat.config import JobConfig, config_from_dict, local_path  # noqa: E402
-from fruitfeat.model import PROVENANCE_SUFFIX, WeightsPayload, resolve_weights  # noqa: E402
+from fruitfeat.config import JobConfig, config_from_dict  # noqa: E402
+from fruitfeat.featurize.model import PROVENANCE_SUFFIX, WeightsPayload, resolve_weights  # noqa: E402
+from fruitfeat.io.uris import local_path  # noqa: E402
 from fruitfeat.sample_data import SampleDataset, generate_sample_dataset  # noqa: E402
 from fruitfeat.session import build_spark_session  # noqa: E402
 
@@ -68,7 +69,7 @@ def random_weights_file(tmp_path_factory) -> Path:
 
     import keras
 
-    from fruitfeat.model import build_backbone
+    from fruitfeat.featurize.model import build_backbone
 
     keras.utils.set_random_seed(7)
     path = tmp_path_factory.mktemp("weights") / "random.weights.h5"

@@ -1,4 +1,4 @@
-"""Spark ML PCA straight from pyspark for the recognition tests, independent of how fruitfeat.pca fits."""
+"""Spark ML PCA straight from pyspark for the recognition tests, independent of how fruitfeat.reduce.pca fits."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from chispa import assert_df_equality
 
-from fruitfeat.classifier import (
+from fruitfeat.recognition.classifier import (
     DEFAULT_CANDIDATES,
     Candidate,
     CandidateScore,
@@ -14,8 +14,12 @@ from fruitfeat.classifier import (
     train_classifier,
     with_validation_flag,
 )
-from fruitfeat.evaluate import evaluate
-from fruitfeat.predictor import export_predictor, load_predictor, unpack_mlp_weights
+from fruitfeat.recognition.evaluate import evaluate
+from fruitfeat.recognition.predictor import (
+    export_predictor,
+    load_predictor,
+    unpack_mlp_weights,
+)
 
 from .pca_models import projected, spark_pca
 

@@ -2,14 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from fruitfeat.config import (
-    DEFAULT_BATCH_SIZES,
-    ConfigError,
-    apply_overrides,
-    config_from_dict,
-    load_config,
-    normalize_location,
-)
+from fruitfeat.config import ConfigError, apply_overrides, config_from_dict, load_config
+from fruitfeat.config.sections import DEFAULT_BATCH_SIZES
+from fruitfeat.io.uris import normalize_location
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,7 +153,7 @@ model: {weights: 's3://fruits-eu/weights/w.weights.h5'}
 
 
 def test_emr_profile_requires_an_eu_region(tmp_path):
-    from fruitfeat.regions import EU_REGIONS
+    from fruitfeat.config.regions import EU_REGIONS
 
     with pytest.raises(ConfigError, match="s3.region must name the EU region"):
         load_config(write(tmp_path, EMR))

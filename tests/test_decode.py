@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fruitfeat.decode import ImageDecodeError, decode_image
+from fruitfeat.featurize.decode import ImageDecodeError, decode_image
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:

@@ -1,4 +1,4 @@
-"""EMR deployment: the CloudFormation template, the EMR JSON files and fruitfeat.emr against moto (no Spark, no AWS).
+"""EMR deployment: the CloudFormation template, the EMR JSON files and fruitfeat.cloud.emr against moto (no Spark, no AWS).
 
 moto stands in for S3, KMS, EMR and CloudFormation in-process; assertions read back what the
 calls actually created (object encryption, the cluster and step EMR recorded), not just "no error".
@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import yaml
 
-boto3 = pytest.importorskip("boto3", reason="boto3 is needed by fruitfeat.emr: pip install boto3")
+boto3 = pytest.importorskip("boto3", reason="boto3 is needed by fruitfeat.cloud.emr: pip install boto3")
 pytest.importorskip("moto", reason="moto is a test dependency: pip install 'moto[s3,cloudformation]'")
 from botocore.stub import Stubber  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
-from fruitfeat import emr  # noqa: E402
+from fruitfeat.cloud import emr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "emr"

@@ -1,7 +1,7 @@
 import pytest
 from chispa import assert_df_equality
 
-from fruitfeat.evaluate import evaluate, pair_counts
+from fruitfeat.recognition.evaluate import evaluate, pair_counts
 
 LABELS = ["A", "B", "C", "D"]  # D is a class of the classifier that never occurs in these rows
 

@@ -3,16 +3,16 @@ import pandas as pd
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
-from fruitfeat.decode import decode_image
-from fruitfeat.featurize import (
+from fruitfeat.featurize.decode import decode_image
+from fruitfeat.featurize.model import inference_from_payload
+from fruitfeat.featurize.udf import (
     featurize_batch,
     featurize_images,
     featurized_rows,
     model_build_log,
     quarantined_rows,
 )
-from fruitfeat.images import list_images
-from fruitfeat.model import inference_from_payload
+from fruitfeat.io.listing import list_images
 
 from .conftest import TEST_IMAGE_SIZE
 from .feature_frames import exploded_features
@@ -92,7 +92,7 @@ def test_bad_images_are_quarantined_not_fatal(spark, sample_dataset, broadcast_p
 
 
 def test_packed_features_are_the_same_values_as_arrays(spark, sample_dataset, broadcast_payload):
-    from fruitfeat.packed_features import unpack_features
+    from fruitfeat.featurize.packed_features import unpack_features
 
     images = list_images(spark, f"file://{sample_dataset.root}", ["jpg"]).where(F.col("label") == "Lime")
     arrays = featurize_images(images, broadcast_payload, batch_size=4).select("path", "features")

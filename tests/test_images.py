@@ -4,7 +4,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import types as T
 
-from fruitfeat.images import InputError, extension_glob, list_images, with_labels
+from fruitfeat.io.listing import InputError, extension_glob, list_images, with_labels
 
 LISTED = T.StructType(
     [
@@ -84,14 +84,14 @@ def test_missing_input_is_a_clear_error(spark, tmp_path):
 
 
 def test_hadoop_path_string_undoes_uri_escapes():
-    from fruitfeat.images import hadoop_path_string
+    from fruitfeat.io.listing import hadoop_path_string
 
     assert hadoop_path_string("file:///d/Training/Apple%20Red/a.jpg") == "file:/d/Training/Apple Red/a.jpg"
     assert hadoop_path_string("s3a://bucket/x/Apple%20Red/a.jpg") == "s3a://bucket/x/Apple Red/a.jpg"
 
 
 def test_listing_accounts_for_zero_byte_and_oversized_files(spark, tmp_path):
-    from fruitfeat.images import list_input
+    from fruitfeat.io.listing import list_input
 
     make_tree(
         tmp_path,
@@ -114,7 +114,7 @@ def test_listing_accounts_for_zero_byte_and_oversized_files(spark, tmp_path):
 
 
 def _listing_jobs(spark, root: str, group: str) -> tuple[int, list[int]]:
-    from fruitfeat.images import list_input
+    from fruitfeat.io.listing import list_input
 
     sc = spark.sparkContext
     sc.setJobGroup(group, "listing")
@@ -127,7 +127,7 @@ def _listing_jobs(spark, root: str, group: str) -> tuple[int, list[int]]:
 
 def test_a_local_tree_with_many_class_folders_is_listed_without_spark_jobs(spark, tmp_path):
     """Fruits-360 has ~140 classes a split: Spark would list them with a job of one task per folder."""
-    from fruitfeat.images import PARALLEL_LISTING_KEY
+    from fruitfeat.io.listing import PARALLEL_LISTING_KEY
 
     make_tree(tmp_path, {f"{split}/Class {c}/{c}_100.jpg": b"x" for split in ("Training", "Test") for c in range(40)})
     assert _listing_jobs(spark, f"file://{tmp_path}", "serial-listing") == (80, [])
@@ -143,7 +143,7 @@ def test_a_local_tree_with_many_class_folders_is_listed_without_spark_jobs(spark
 
 
 def test_input_files_in_one_call_equal_pysparks_element_by_element(spark, tmp_path):
-    from fruitfeat.images import _load_binary_files, input_files
+    from fruitfeat.io.listing import _load_binary_files, input_files
 
     make_tree(
         tmp_path,
@@ -155,7 +155,7 @@ def test_input_files_in_one_call_equal_pysparks_element_by_element(spark, tmp_pa
 
 
 def test_the_listing_knows_sizes_and_builds_the_path_frame_only_on_demand(spark, tmp_path):
-    from fruitfeat.images import list_input
+    from fruitfeat.io.listing import list_input
 
     make_tree(tmp_path, {"Training/Lime/a.jpg": b"1" * 10, "Training/Lime/b.jpg": b"2" * 32, "Test/Lime/c.jpg": b""})
     listing = list_input(spark, f"file://{tmp_path}", ["jpg"], max_file_bytes=1000)
@@ -175,7 +175,7 @@ def test_the_listing_knows_sizes_and_builds_the_path_frame_only_on_demand(spark,
     ],
 )
 def test_balanced_splits_fill_whole_waves_and_never_exceed_the_cap(weighted, cores, cap, splits):
-    from fruitfeat.images import balanced_split_bytes
+    from fruitfeat.io.listing import balanced_split_bytes
 
     mb = 1024 * 1024
     split = balanced_split_bytes(weighted * mb, cores, cap * mb)
@@ -184,7 +184,7 @@ def test_balanced_splits_fill_whole_waves_and_never_exceed_the_cap(weighted, cor
 
 
 def test_balanced_splits_make_the_image_scan_a_multiple_of_the_cores(spark, tmp_path):
-    from fruitfeat.images import file_split_bytes, list_input, listing_split_bytes
+    from fruitfeat.io.listing import file_split_bytes, list_input, listing_split_bytes
 
     make_tree(tmp_path, {f"Training/Lime/{i:02d}.jpg": bytes([i]) * 100 for i in range(12)})
     listing = list_input(spark, f"file://{tmp_path}", ["jpg"], max_file_bytes=1000)

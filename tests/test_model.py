@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from fruitfeat import model as model_module
-from fruitfeat.model import (
+from fruitfeat.featurize import model as model_module
+from fruitfeat.featurize.model import (
     PROVENANCE_SUFFIX,
     WeightsError,
     build_backbone,

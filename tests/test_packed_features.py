@@ -3,7 +3,13 @@ import pyarrow as pa
 import pytest
 from chispa import assert_df_equality
 
-from fruitfeat.packed_features import matrix_to_list, pack_rows, packed_to_list, unpack_features, unpack_matrix
+from fruitfeat.featurize.packed_features import (
+    matrix_to_list,
+    pack_rows,
+    packed_to_list,
+    unpack_features,
+    unpack_matrix,
+)
 
 VECTORS = [np.array([1.5, -2.0, 3.25], np.float32), None, np.array([0.0, 1e-30, -7.0], np.float32)]
 

@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from fruitfeat import model as model_module
-from fruitfeat.model import resolve_weights
-from fruitfeat.payload_cache import PayloadCache, payload_key
+from fruitfeat.featurize import model as model_module
+from fruitfeat.featurize.model import resolve_weights
+from fruitfeat.featurize.payload_cache import PayloadCache, payload_key
 from fruitfeat.pipeline import run_pipeline
 
 from .conftest import TEST_IMAGE_SIZE, job_config
@@ -106,7 +106,7 @@ def test_a_cache_hit_leaves_the_driver_without_tensorflow(tmp_path):
         f"""
         import json, sys
         from pathlib import Path
-        from fruitfeat.model import resolve_weights
+        from fruitfeat.featurize.model import resolve_weights
         from tests.test_payload_cache import local_cache
         payload = resolve_weights("random", {TEST_IMAGE_SIZE}, 0, lambda uri: b"", "onnxruntime", local_cache(Path({str(cache_dir)!r})))
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx"))

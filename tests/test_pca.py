@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from chispa import assert_approx_df_equality
 
-from fruitfeat.pca import PCAInputError, fit_pca, project_features
+from fruitfeat.reduce.pca import PCAInputError, fit_pca, project_features
 
 from .feature_frames import exploded_features
 
@@ -62,7 +62,7 @@ def test_pca_matches_numpy_svd(spark, frame, data, method):
 @pytest.mark.parametrize("method", ["covariance", "spark_ml"])
 def test_packed_features_fit_and_project_like_arrays(spark, frame, data, method):
     """The job stages packed features: fit and projection must not depend on the encoding."""
-    from fruitfeat.packed_features import pack_rows
+    from fruitfeat.featurize.packed_features import pack_rows
 
     packed = spark.createDataFrame(
         [(f"img{i:02d}", "Kiwi", blob) for i, blob in enumerate(pack_rows(list(data)))] + [("bad", "Kiwi", None)],

@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from fruitfeat.pca_selection import VarianceTargetError, choose_k, cumulative_variance, resolve_k
+from fruitfeat.reduce.pca_selection import (
+    VarianceTargetError,
+    choose_k,
+    cumulative_variance,
+    resolve_k,
+)
 
 from .pca_models import spark_pca
 

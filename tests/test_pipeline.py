@@ -6,9 +6,9 @@ from chispa import assert_approx_df_equality, assert_df_equality
 
 from fruitfeat import pipeline
 from fruitfeat.cli import run_main
-from fruitfeat.images import InputError
-from fruitfeat.pca import project_features
+from fruitfeat.io.listing import InputError
 from fruitfeat.pipeline import run_pipeline
+from fruitfeat.reduce.pca import project_features
 
 from .conftest import job_config
 from .feature_frames import exploded_features
@@ -136,7 +136,7 @@ def test_raw_features_are_deleted_unless_kept(spark, sample_dataset, tmp_path):
 
 
 def test_recognition_outputs_and_variance_target_k(spark, sample_dataset, tmp_path):
-    from fruitfeat.pca_selection import choose_k
+    from fruitfeat.reduce.pca_selection import choose_k
 
     config = job_config(
         sample_dataset.root, tmp_path, pca={"k": 0.9}, classifier={"enabled": True, "validation_fraction": 0.25}

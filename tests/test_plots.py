@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fruitfeat.plots import (
+from fruitfeat.recognition.plots import (
     plot_confusion_matrix,
     plot_explained_variance,
     plot_pca_scatter,

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 from pyspark.ml.feature import PCAModel
 
-from fruitfeat import predict
-from fruitfeat.classifier import Candidate, predict_frame, train_classifier
-from fruitfeat.config import local_path
+from fruitfeat.io.uris import local_path
 from fruitfeat.pipeline import run_pipeline
-from fruitfeat.predictor import PREDICTOR_FILE, export_predictor
+from fruitfeat.recognition import predict
+from fruitfeat.recognition.classifier import Candidate, predict_frame, train_classifier
+from fruitfeat.recognition.predictor import PREDICTOR_FILE, export_predictor
 
 from .conftest import TEST_IMAGE_SIZE, job_config
 
@@ -194,7 +194,7 @@ def test_onnx_and_tensorflow_paths_agree_and_onnx_needs_no_tensorflow(real_run, 
         assert abs(a["top3"][0]["probability"] - b["top3"][0]["probability"]) < 1e-3
 
     code = (
-        "import sys; from fruitfeat.predict import main; rc = main(['--run', sys.argv[1], sys.argv[2]]);"
+        "import sys; from fruitfeat.recognition.predict import main; rc = main(['--run', sys.argv[1], sys.argv[2]]);"
         "print('TF' if 'tensorflow' in sys.modules else 'noTF'); sys.exit(rc)"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(run), photos[0]], capture_output=True, text=True, timeout=120)

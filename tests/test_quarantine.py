@@ -5,8 +5,8 @@ from dataclasses import replace
 import pytest
 from chispa import assert_df_equality
 
-from fruitfeat.images import list_input
-from fruitfeat.quarantine import ERROR_COLUMNS, ERRORS_SCHEMA, account_for_listing
+from fruitfeat.io.listing import list_input
+from fruitfeat.io.quarantine import ERROR_COLUMNS, ERRORS_SCHEMA, account_for_listing
 
 from .test_images import make_tree
 

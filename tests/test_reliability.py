@@ -7,7 +7,8 @@ import json
 import pytest
 
 from fruitfeat.cli import run_main
-from fruitfeat.pipeline import QuarantineError, run_pipeline
+from fruitfeat.errors import RunRejectedError
+from fruitfeat.pipeline import run_pipeline
 
 from .bad_inputs import MAX_FILE_BYTES, MAX_IMAGE_PIXELS, build_mixed_corpus
 from .conftest import job_config
@@ -61,7 +62,7 @@ def test_manifest_accounts_for_every_listed_file(mixed_run):
 def test_too_much_quarantine_rejects_the_run_without_publishing(spark, tmp_path):
     corpus = build_mixed_corpus(tmp_path / "in", good_seeds=1)  # 8 good, 7 bad: 47 % quarantined
     output = tmp_path / "out"
-    with pytest.raises(QuarantineError, match=r"46.7% of the listed files were quarantined"):
+    with pytest.raises(RunRejectedError, match=r"46.7% of the listed files were quarantined"):
         run_pipeline(mixed_config(corpus.root, output, max_fraction=0.2), spark)
     assert not (output / "_LATEST").exists()
     (run,) = (output / "runs").iterdir()
@@ -82,7 +83,7 @@ def test_a_rejected_run_says_so_even_when_its_model_write_failed(spark, tmp_path
     monkeypatch.setattr(pipeline, "write_pca_model", fault)
     corpus = build_mixed_corpus(tmp_path / "in", good_seeds=1)
     output = tmp_path / "out"
-    with pytest.raises(QuarantineError, match="quarantined"):  # the rejection, not the model write's error
+    with pytest.raises(RunRejectedError, match="quarantined"):  # the rejection, not the model write's error
         run_pipeline(mixed_config(corpus.root, output, max_fraction=0.2), spark)
     (run,) = (output / "runs").iterdir()
     assert json.loads((run / "manifest.json").read_text())["status"] == "rejected"
@@ -130,7 +131,8 @@ def _snapshot(output, run_id):
 
 @pytest.mark.parametrize("stage", [*STAGES, "latest_pointer"])
 def test_a_fault_at_any_stage_leaves_the_published_run_untouched(spark, published_once, monkeypatch, stage):
-    from fruitfeat import pipeline, writer
+    from fruitfeat import pipeline
+    from fruitfeat.io import writer
 
     config, output, good = published_once
     before = _snapshot(output, good.run_id)

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fruitfeat import report
-from fruitfeat.classifier import Candidate
-from fruitfeat.predictor import load_predictor
-from fruitfeat.recognition import RecognitionSettings, run_recognition
-from fruitfeat.report import render_report
+from fruitfeat.recognition import report
+from fruitfeat.recognition.classifier import Candidate
+from fruitfeat.recognition.predictor import load_predictor
+from fruitfeat.recognition.report import render_report
+from fruitfeat.recognition.stage import RecognitionSettings, run_recognition
 
 from .pca_models import projected, spark_pca
 

@@ -2,7 +2,7 @@ import json
 from datetime import datetime, timezone
 
 from fruitfeat.cli import main
-from fruitfeat.runs import clean_runs, list_runs
+from fruitfeat.io.runs import clean_runs, list_runs
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fruitfeat import model as model_module
 from fruitfeat.config import ConfigError
-from fruitfeat.decode import decode_image
-from fruitfeat.model import inference_from_payload, resolve_weights
+from fruitfeat.featurize import model as model_module
+from fruitfeat.featurize.decode import decode_image
+from fruitfeat.featurize.model import inference_from_payload, resolve_weights
 from fruitfeat.pipeline import run_pipeline
 
 from .conftest import TEST_IMAGE_SIZE, job_config
@@ -69,8 +69,8 @@ def test_an_onnxruntime_worker_never_imports_tensorflow(onnx_payload, sample_dat
         f"""
         import json, pickle, sys
         import pandas as pd
-        from fruitfeat.featurize import featurize_batch
-        from fruitfeat.model import inference_from_payload
+        from fruitfeat.featurize.udf import featurize_batch
+        from fruitfeat.featurize.model import inference_from_payload
         payload = pickle.load(open({str(tmp_path / "payload.pkl")!r}, "rb"))
         infer, built = inference_from_payload(payload)
         contents = pd.Series([open(p, "rb").read() for p in {paths!r}] + [b"junk"])
@@ -89,8 +89,8 @@ def test_an_onnxruntime_worker_never_imports_tensorflow(onnx_payload, sample_dat
 
 
 def test_the_udf_under_onnxruntime_matches_tensorflow(spark, sample_dataset, random_payload, onnx_payload):
-    from fruitfeat.featurize import featurize_images
-    from fruitfeat.images import list_images
+    from fruitfeat.featurize.udf import featurize_images
+    from fruitfeat.io.listing import list_images
 
     images = list_images(spark, f"file://{sample_dataset.root}", ["jpg"])
     results = {}

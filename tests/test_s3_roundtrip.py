@@ -176,7 +176,7 @@ def test_spark_submit_writes_only_under_the_output_prefix(submitted):
 
 READ_BACK = """
 import json, sys
-from fruitfeat import storage
+from fruitfeat.io import storage
 from fruitfeat.config import load_config
 from fruitfeat.session import build_spark_session
 config = load_config(sys.argv[1])

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from fruitfeat.config import config_from_dict
-from fruitfeat.session import S3A_JARS_ENV, S3AUnavailableError, s3a_jars, spark_settings, uses_s3a
+from fruitfeat.session import (
+    S3A_JARS_ENV,
+    S3AUnavailableError,
+    s3a_jars,
+    spark_settings,
+    uses_s3a,
+)
 
 
 def config(input_path: str = "s3a://fruits-eu/in", **s3: object):

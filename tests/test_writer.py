@@ -4,7 +4,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from fruitfeat.writer import STAGING_OPTIONS, RunLayout, new_run_id, publish, read_latest, write_table
+from fruitfeat.io.writer import (
+    STAGING_OPTIONS,
+    RunLayout,
+    new_run_id,
+    publish,
+    read_latest,
+    write_table,
+)
 
 
 def test_run_ids_sort_by_time_and_do_not_collide():
@@ -62,7 +69,7 @@ def test_small_files_follow_the_umask_not_mkstemps_0600(spark, tmp_path):
     import os
     import stat
 
-    from fruitfeat import storage
+    from fruitfeat.io import storage
 
     storage.write_text(spark, f"file://{tmp_path}/m.json", "{}")
     mode = stat.S_IMODE((tmp_path / "m.json").stat().st_mode)

@@ -16,7 +16,7 @@ from typing import Any
 from pyspark.ml.feature import PCAModel
 from pyspark.sql import DataFrame, SparkSession
 
-from fruitfeat import storage
+from fruitfeat.io import storage
 
 LATEST = "_LATEST"
 SUCCESS = "_RUN_COMPLETE"

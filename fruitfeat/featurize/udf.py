@@ -19,9 +19,13 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fruitfeat.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
-from fruitfeat.model import WeightsPayload, inference_from_payload
-from fruitfeat.packed_features import pack_rows
+from fruitfeat.featurize.decode import (
+    DEFAULT_MAX_PIXELS,
+    ImageDecodeError,
+    decode_image,
+)
+from fruitfeat.featurize.model import WeightsPayload, inference_from_payload
+from fruitfeat.featurize.packed_features import pack_rows
 
 
 def _result_type(features: T.DataType) -> T.StructType:
@@ -35,7 +39,7 @@ def _result_type(features: T.DataType) -> T.StructType:
 
 
 RESULT_TYPE = _result_type(T.ArrayType(T.FloatType(), containsNull=False))
-#: ``features`` as one float32 binary value per row (fruitfeat.packed_features): the job's staging form.
+#: ``features`` as one float32 binary value per row (fruitfeat.featurize.packed_features): the job's staging form.
 PACKED_RESULT_TYPE = _result_type(T.BinaryType())
 
 
@@ -122,7 +126,7 @@ def featurize_images(
     ``partitions`` > 0 spreads the listing evenly over that many partitions first (a round-robin
     shuffle of the compressed bytes): ``binaryFile`` packs files into splits by bytes, which with
     small images leaves a few large tasks and idle cores at the end. ``packed`` makes ``features``
-    one float32 binary value per row (fruitfeat.packed_features), for staging.
+    one float32 binary value per row (fruitfeat.featurize.packed_features), for staging.
     """
     featurize = make_featurize_udf(weights, batch_size, intra_op_threads, build_log, max_pixels, packed)
     if partitions > 0:

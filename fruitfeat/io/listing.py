@@ -13,12 +13,12 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
+from fruitfeat.errors import InputError
+
 #: Fruits-360's split folders; images anywhere else get a null split.
 SPLITS = ("Training", "Test")
 
 
-class InputError(RuntimeError):
-    """The input location is missing, empty or unreadable."""
 
 
 def extension_glob(extensions: Iterable[str]) -> str:

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fruitfeat.errors import VarianceTargetError
+
 #: Cumulative sums of float ratios that should reach 1.0 may stop at 0.9999999999999998.
 TOLERANCE = 1e-9
 
 
-class VarianceTargetError(ValueError):
-    """The target is out of range or the spectrum cannot reach it."""
 
 
 def cumulative_variance(explained_variance_all: Sequence[float]) -> np.ndarray:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fruitfeat.predict import PredictSetupError, resolve_run_dir
+from fruitfeat.recognition.predict import PredictSetupError, resolve_run_dir
 
 REPORT_FILE = "report.html"
 PLOT_TITLES = {
@@ -133,7 +133,10 @@ def metrics_section(test: dict[str, Any]) -> str:
 
 def _fallback_plot(name: str, manifest: dict[str, Any], metrics: dict[str, Any] | None, out: Path) -> Path | None:
     """Draw a missing plot from the run's JSON files, if they hold what it needs."""
-    from fruitfeat.plots import plot_confusion_matrix, plot_explained_variance
+    from fruitfeat.recognition.plots import (
+        plot_confusion_matrix,
+        plot_explained_variance,
+    )
 
     pca = manifest.get("pca", {})
     spectrum = pca.get("explained_variance_all") or pca.get("spectrum") or pca.get("explained_variance")

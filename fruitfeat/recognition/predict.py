@@ -1,10 +1,10 @@
 """``fruitfeat predict PHOTO [PHOTO ...]``: the top-3 fruit classes of photos, with the published run.
 
 Why no SparkSession: starting a JVM costs more than the whole prediction. The run's
-``predictor.npz`` holds the PCA and the classifier as numpy arrays (:mod:`fruitfeat.predictor`);
+``predictor.npz`` holds the PCA and the classifier as numpy arrays (:mod:`fruitfeat.recognition.predictor`);
 MobileNetV2 is rebuilt from the very weights the run used (its manifest says which) and runs once,
 through one ``tf.function`` call for all photos. Photos are decoded exactly as on the executors
-(:func:`fruitfeat.decode.decode_image`), so any size, mode, orientation or PNG works. A photo that
+(:func:`fruitfeat.featurize.decode.decode_image`), so any size, mode, orientation or PNG works. A photo that
 cannot be read is reported on stderr in one line and the others are still predicted; the exit code
 is then 1.
 """
@@ -26,9 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from fruitfeat.decode import ImageDecodeError, decode_image
-from fruitfeat.model import ONNX_MODEL_FILE, compile_inference
-from fruitfeat.predictor import PREDICTOR_FILE, Predictor, PredictorError, load_predictor
+from fruitfeat.errors import PredictSetupError
+from fruitfeat.featurize.decode import ImageDecodeError, decode_image
+from fruitfeat.featurize.model import ONNX_MODEL_FILE, compile_inference
+from fruitfeat.recognition.predictor import (
+    PREDICTOR_FILE,
+    Predictor,
+    PredictorError,
+    load_predictor,
+)
 
 DEFAULT_OUTPUT = "data/output"
 LATEST = "_LATEST"
@@ -36,8 +42,6 @@ REMOTE_PREFIXES = ("s3://", "s3a://", "s3n://")
 TOP = 3
 
 
-class PredictSetupError(RuntimeError):
-    """The run, its predictor or its weights cannot be used; stops before any photo is predicted."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,7 @@ def weights_file(info: dict[str, Any], override: str | None) -> Path | None:
 
 def build_network(info: dict[str, Any], image_size: int, override: str | None = None):
     """MobileNetV2 (no top, average-pooled) with the run's weights."""
-    from fruitfeat.model import build_backbone
+    from fruitfeat.featurize.model import build_backbone
 
     path = weights_file(info, override)
     _quiet_tensorflow()
@@ -189,7 +193,7 @@ def build_network(info: dict[str, Any], image_size: int, override: str | None = 
             return model
         source = info.get("source")
         if source == "random":
-            keras.utils.set_random_seed(int(info.get("seed", 0)))  # as fruitfeat.model.resolve_weights
+            keras.utils.set_random_seed(int(info.get("seed", 0)))  # as fruitfeat.featurize.model.resolve_weights
             return build_backbone(image_size)
         if source == "imagenet":
             return build_backbone(image_size, weights="imagenet")
@@ -211,7 +215,7 @@ def run_onnx_model(run_dir: Path, manifest: dict[str, Any] | None) -> bytes | No
 
 
 def onnx_extractor(model_bytes: bytes) -> Callable[[np.ndarray], np.ndarray]:
-    from fruitfeat.onnx_export import OnnxInference
+    from fruitfeat.featurize.onnx_export import OnnxInference
 
     return OnnxInference(model_bytes, intra_op_threads=0)
 

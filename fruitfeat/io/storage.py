@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from fruitfeat.config import local_path
+from fruitfeat.io.uris import local_path
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -13,9 +13,9 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from fruitfeat import storage
-from fruitfeat.config import is_remote, normalize_location
-from fruitfeat.writer import LATEST, SUCCESS
+from fruitfeat.io import storage
+from fruitfeat.io.uris import is_remote, normalize_location
+from fruitfeat.io.writer import LATEST, SUCCESS
 
 STATUSES = ("published", "complete", "rejected", "incomplete")
 

@@ -10,8 +10,8 @@ The exported graph takes ``uint8`` NHWC images named ``images`` with a dynamic b
 applies MobileNetV2's own preprocessing (``x / 127.5 - 1``) inside the graph, and returns
 ``features``: float32 ``(N, 1280)``. Workers therefore feed the decoded uint8 arrays as they are.
 
-Wired by ``model.runtime: onnxruntime``: ``fruitfeat.model.payload_from_model`` converts on the
-driver and ``fruitfeat.model.inference_from_payload`` builds :class:`OnnxInference` on the workers.
+Wired by ``model.runtime: onnxruntime``: ``fruitfeat.featurize.model.payload_from_model`` converts on the
+driver and ``fruitfeat.featurize.model.inference_from_payload`` builds :class:`OnnxInference` on the workers.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class OnnxInference:
 def onnx_inference(model_bytes: bytes, intra_op_threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:
     """The executor's inference function for a serialized model from :func:`keras_to_onnx`.
 
-    Same contract as ``fruitfeat.model.compile_inference`` (uint8 batch -> float32 features), so it
+    Same contract as ``fruitfeat.featurize.model.compile_inference`` (uint8 batch -> float32 features), so it
     can replace it in ``featurize_batch`` without other changes.
     """
     return OnnxInference(model_bytes, intra_op_threads)

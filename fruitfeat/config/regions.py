@@ -6,6 +6,8 @@ CloudFormation template's Rules list the same regions (tests/test_emr_deploy.py 
 
 from __future__ import annotations
 
+from fruitfeat.errors import RegionError
+
 EU_REGIONS: tuple[str, ...] = (
     "eu-west-1",
     "eu-west-2",
@@ -18,8 +20,6 @@ EU_REGIONS: tuple[str, ...] = (
 )
 
 
-class RegionError(ValueError):
-    """A region outside the EU was asked for."""
 
 
 def check_region(region: str | None) -> str:

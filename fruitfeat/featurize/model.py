@@ -8,9 +8,9 @@ the weights file, and each Python worker builds the model once and reuses it for
 Two runtimes (``model.runtime``): ``tensorflow`` broadcasts the ``.npz`` of the weight tensors and
 workers rebuild the Keras model; ``onnxruntime`` converts the Keras model (still built from the same
 weights, which stay the source of truth) to ONNX once on the driver and broadcasts that model, and
-workers run it with ONNX Runtime without importing TensorFlow (fruitfeat/onnx_export.py).
+workers run it with ONNX Runtime without importing TensorFlow (fruitfeat/featurize/onnx_export.py).
 
-Either payload is kept between runs by ``fruitfeat.payload_cache`` (``model.cache``), keyed by the
+Either payload is kept between runs by ``fruitfeat.featurize.payload_cache`` (``model.cache``), keyed by the
 weights' content: a later run's driver loads it without building, converting or importing anything.
 """
 
@@ -30,16 +30,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fruitfeat.errors import WeightsError
+
 if TYPE_CHECKING:
-    from fruitfeat.payload_cache import PayloadCache
+    from fruitfeat.featurize.payload_cache import PayloadCache
 
 log = logging.getLogger(__name__)
 
 PROVENANCE_SUFFIX = ".provenance.json"
 
 
-class WeightsError(RuntimeError):
-    """The configured weights cannot be obtained or do not match what they claim to be."""
 
 
 def _quiet_tensorflow() -> None:
@@ -104,7 +104,7 @@ def payload_from_model(
     weights_sha256 = hashlib.sha256(npz).hexdigest()
     if runtime == "tensorflow":
         return WeightsPayload(npz, weights_sha256, image_size, provenance, runtime, weights_sha256)
-    from fruitfeat.onnx_export import DEFAULT_OPSET, keras_to_onnx
+    from fruitfeat.featurize.onnx_export import DEFAULT_OPSET, keras_to_onnx
 
     key = (weights_sha256, image_size, DEFAULT_OPSET)
     blob = _CONVERTED.get(key)
@@ -204,8 +204,8 @@ def resolve_weights(
 
     key = None
     if cache is not None:
-        from fruitfeat.onnx_export import DEFAULT_OPSET
-        from fruitfeat.payload_cache import payload_key
+        from fruitfeat.featurize.onnx_export import DEFAULT_OPSET
+        from fruitfeat.featurize.payload_cache import payload_key
 
         key = payload_key(source, image_size, runtime, DEFAULT_OPSET if runtime == "onnxruntime" else None)
         cached = cache.load(key)
@@ -277,7 +277,7 @@ def inference_from_payload(payload: WeightsPayload, intra_op_threads: int = 1) -
         if key in _MODELS:
             return _MODELS[key], False
         if runtime == "onnxruntime":
-            from fruitfeat.onnx_export import OnnxInference
+            from fruitfeat.featurize.onnx_export import OnnxInference
 
             _MODELS.clear()
             _MODELS[key] = OnnxInference(payload.blob, intra_op_threads)

@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fruitfeat.errors import PredictorError
+
 if TYPE_CHECKING:
     from pyspark.ml.feature import PCAModel
     from pyspark.sql import SparkSession
 
-    from fruitfeat.classifier import TrainedClassifier
+    from fruitfeat.recognition.classifier import TrainedClassifier
 
 FORMAT = "fruitfeat-predictor"
 FORMAT_VERSION = 1
@@ -39,8 +41,6 @@ PREDICTOR_FILE = "predictor.npz"
 Layer = tuple[np.ndarray, np.ndarray]  # W (n_in, n_out), b (n_out,)
 
 
-class PredictorError(ValueError):
-    """A predictor file that is missing, of another format, or inconsistent."""
 
 
 def unpack_mlp_weights(layer_sizes: Sequence[int], flat: np.ndarray) -> list[Layer]:
@@ -208,7 +208,7 @@ def export_predictor(
     """
     data, meta = predictor_bytes(trained, pca_model, image_size=image_size, weights=weights)
     if spark is not None:
-        from fruitfeat import storage
+        from fruitfeat.io import storage
 
         storage.write_bytes(spark, str(path), data)
     else:

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from fruitfeat.model import PROVENANCE_SUFFIX, WeightsError, build_backbone
+from fruitfeat.featurize.model import PROVENANCE_SUFFIX, WeightsError, build_backbone
 
 log = logging.getLogger(__name__)
 

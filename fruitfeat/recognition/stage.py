@@ -25,8 +25,8 @@ from pyspark.ml.feature import PCAModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruitfeat import storage
-from fruitfeat.classifier import (
+from fruitfeat.io import storage
+from fruitfeat.recognition.classifier import (
     DEFAULT_CANDIDATES,
     Candidate,
     TrainedClassifier,
@@ -34,9 +34,13 @@ from fruitfeat.classifier import (
     save_classifier,
     train_classifier,
 )
-from fruitfeat.evaluate import evaluate
-from fruitfeat.plots import plot_confusion_matrix, plot_explained_variance, plot_pca_scatter
-from fruitfeat.predictor import PREDICTOR_FILE, export_predictor
+from fruitfeat.recognition.evaluate import evaluate
+from fruitfeat.recognition.plots import (
+    plot_confusion_matrix,
+    plot_explained_variance,
+    plot_pca_scatter,
+)
+from fruitfeat.recognition.predictor import PREDICTOR_FILE, export_predictor
 
 log = logging.getLogger(__name__)
 

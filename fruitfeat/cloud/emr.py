@@ -28,7 +28,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from fruitfeat import __version__
 from fruitfeat.config import ConfigError, JobConfig, load_config
-from fruitfeat.regions import EU_REGIONS, RegionError, check_region
+from fruitfeat.config.regions import RegionError, check_region
+from fruitfeat.errors import EmrError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ ENTRY_KEY = "jobs/run_pipeline.py"
 TERMINAL_STEP_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"})
 SSE_KMS = "aws:kms"
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = REPO_ROOT / "deploy" / "emr"
 
 #: CloudFormation output -> CLI option it provides (see deploy/emr/cloudformation.yaml).
@@ -57,8 +58,6 @@ STACK_OUTPUTS = {
 }
 
 
-class EmrError(RuntimeError):
-    """A problem the person submitting can fix; reported in one line by the CLI."""
 
 
 def check_bucket_region(s3_client: BaseClient, bucket: str) -> str:
@@ -362,7 +361,7 @@ def _parser() -> argparse.ArgumentParser:
     waiting.add_argument("--poll-seconds", type=float, default=30.0)
     waiting.add_argument("--timeout", type=float, default=6 * 3600.0, help="seconds to wait (the step keeps running)")
 
-    parser = argparse.ArgumentParser(prog="python -m fruitfeat.emr", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fruitfeat.cloud.emr", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     upload = commands.add_parser(
@@ -508,14 +507,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args, session)
     except NoCredentialsError:
         _echo(
-            "fruitfeat.emr: no AWS credentials: use AWS_PROFILE (aws sso login), the environment or an instance profile"
+            "fruitfeat.cloud.emr: no AWS credentials: use AWS_PROFILE (aws sso login), the environment or an instance profile"
         )
         return 2
     except (EmrError, RegionError, TimeoutError) as exc:
-        _echo(f"fruitfeat.emr: {exc}")
+        _echo(f"fruitfeat.cloud.emr: {exc}")
         return 2 if isinstance(exc, (EmrError, RegionError)) else 1
     except (ClientError, BotoCoreError) as exc:
-        _echo(f"fruitfeat.emr: AWS error: {exc}")
+        _echo(f"fruitfeat.cloud.emr: AWS error: {exc}")
         return 1
 
 

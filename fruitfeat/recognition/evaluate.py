@@ -79,7 +79,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Top-1/top-3 accuracy, macro-F1, per-class P/R/F1/support and the confusion matrix (JSON-ready).
 
-    ``predictions_df`` is :func:`fruitfeat.classifier.predict_frame`'s output (``label``,
+    ``predictions_df`` is :func:`fruitfeat.recognition.classifier.predict_frame`'s output (``label``,
     ``prediction``, ``top3``); ``labels`` the classifier's label order, which the matrix follows.
     """
     collected = pair_counts(predictions_df, label_col, prediction_col, top_col).collect()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from fruitfeat.model import WeightsPayload
+from fruitfeat.featurize.model import WeightsPayload
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """One errors table for every listed file that did not become a feature row, with the reason.
 
-Three sources: files the decoder refused (reasons from ``fruitfeat.decode``), files over the size
+Three sources: files the decoder refused (reasons from ``fruitfeat.featurize.decode``), files over the size
 limit (never read), and files in the listing that the ``binaryFile`` scan never returned — Spark
 skips zero-byte files silently, and a file deleted mid-run disappears the same way.
 """
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruitfeat.featurize import quarantined_rows
-from fruitfeat.images import ImageListing
+from fruitfeat.featurize.udf import quarantined_rows
+from fruitfeat.io.listing import ImageListing
 
 ERROR_COLUMNS = ("path", "label", "split", "reason", "message", "size")
 ERRORS_SCHEMA = "path string, label string, split string, reason string, message string, size int"

@@ -3,7 +3,7 @@
 Why these choices:
 
 - Only multinomial logistic regression and a multilayer perceptron (one hidden layer by default)
-  are candidates: both are a few dense matrices, so :mod:`fruitfeat.predictor` can run them in
+  are candidates: both are a few dense matrices, so :mod:`fruitfeat.recognition.predictor` can run them in
   plain numpy next to MobileNetV2 for ``fruitfeat predict`` without a SparkSession.
 - The candidate is chosen on a validation split carved out of the *Training* rows, never on Test,
   so the Test metrics stay an honest estimate; the winner is then refitted on all Training rows.
@@ -35,7 +35,8 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from fruitfeat import storage
+from fruitfeat.errors import ClassifierInputError
+from fruitfeat.io import storage
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ _PROB = "_clf_probability"
 _PRED = "_clf_prediction"
 
 
-class ClassifierInputError(ValueError):
-    """The Training rows cannot train or validate a classifier as configured."""
 
 
 @dataclass(frozen=True)

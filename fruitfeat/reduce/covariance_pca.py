@@ -8,9 +8,9 @@ the row count, the mean and the centred scatter matrix ``sum (x - mean)(x - mean
 for d = 1280), accumulated around a shift (the first block's mean) so that large feature means do
 not cancel digits. The per-partition partials are merged with Chan et al.'s pairwise update.
 
-The result follows Spark ML's conventions so it can replace ``fruitfeat.pca``: the covariance is the
+The result follows Spark ML's conventions so it can replace ``fruitfeat.reduce.pca``: the covariance is the
 sample covariance (divided by ``n - 1``), ``explained_variance`` is eigenvalue / sum of all
-eigenvalues (as ``PCAModel.explainedVariance``), and ``fruitfeat.pca`` wraps the components in a genuine
+eigenvalues (as ``PCAModel.explainedVariance``), and ``fruitfeat.reduce.pca`` wraps the components in a genuine
 ``PCAModel``, whose ``transform`` multiplies the *raw*, uncentred vectors by them. Component signs are arbitrary in both; ours
 are fixed by :func:`sign_normalise`.
 """
@@ -29,16 +29,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fruitfeat.packed_features import unpack_matrix
-
-
-class PCAInputError(ValueError):
-    """PCA cannot be fitted as configured on this data.
-
-    Defined here, not in ``fruitfeat.pca``: the Python workers unpickle this module's functions, and
-    importing ``fruitfeat.pca`` would make each of them import ``pyspark.ml`` (~0.3 s) for nothing.
-    """
-
+from fruitfeat.errors import PCAInputError
+from fruitfeat.featurize.packed_features import unpack_matrix
 
 #: Rows per matrix product inside a partition: bounds worker memory (4096 x 1280 float64 = 40 MB).
 CHUNK_ROWS = 4096
@@ -227,7 +219,7 @@ def covariance_statistics(
     """``(n, mean, centred scatter)`` of the non-null rows of ``input_col``, or None without rows.
 
     ``input_col`` is ``array<float|double>``, a Spark ML ``Vector``, or packed float32 binary
-    (``fruitfeat.packed_features``, the job's staging form: no per-element JVM work on the way).
+    (``fruitfeat.featurize.packed_features``, the job's staging form: no per-element JVM work on the way).
 
     The input is first coalesced (no shuffle) to the cluster's parallelism: one d x d partial per
     core instead of one per input file. ``combine="collect"`` merges the partials on the driver

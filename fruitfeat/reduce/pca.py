@@ -2,13 +2,13 @@
 
 Two ways to fit, one kind of model:
 - ``covariance`` (default): one pass computes the sample covariance per partition with numpy and
-  merges it (``fruitfeat.covariance_pca``); the driver eigendecomposes it with numpy's LAPACK.
+  merges it (``fruitfeat.reduce.covariance_pca``); the driver eigendecomposes it with numpy's LAPACK.
 - ``spark_ml``: ``pyspark.ml.feature.PCA``. On this project's machines (JDK 17, no native BLAS) its
   breeze SVD of the covariance was seen to return a wrong spectrum on some fits of identical data
   (docs/choices.md), and it is ~25x slower; it stays selectable for comparison.
 
 Either way the result is a genuine ``PCAModel`` (``transform`` runs in the JVM; ``save``/``load``
-work). The job's staged features are packed (``fruitfeat.packed_features``): both methods accept
+work). The job's staged features are packed (``fruitfeat.featurize.packed_features``): both methods accept
 them, and :func:`project_features` projects packed rows with numpy, the same product as
 ``PCAModel.transform``. Note Spark ML's convention: components come from the *centred* covariance, but
 ``transform`` projects the raw vectors (no mean subtraction), so projections differ from centred
@@ -30,8 +30,14 @@ from pyspark.ml.linalg import DenseMatrix, DenseVector
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from fruitfeat.covariance_pca import PCAInputError
-from fruitfeat.packed_features import PACKED_DTYPE, is_packed, matrix_to_list, unpack_features, unpack_matrix
+from fruitfeat.featurize.packed_features import (
+    PACKED_DTYPE,
+    is_packed,
+    matrix_to_list,
+    unpack_features,
+    unpack_matrix,
+)
+from fruitfeat.reduce.covariance_pca import PCAInputError
 
 _VECTOR = "_pca_input"
 _PROJECTED = "_pca_output"
@@ -90,11 +96,14 @@ def fit_pca(
 
     ``covariance`` reads the input once (``rows`` is not needed); ``spark_ml`` several times. Either
     way it should be cached or freshly read from Parquet, never a featurization plan."""
-    from fruitfeat.pca_selection import resolve_k
+    from fruitfeat.reduce.pca_selection import resolve_k
 
     target = None if isinstance(k, int) else float(k)
     if method == "covariance":
-        from fruitfeat.covariance_pca import covariance_statistics, pca_from_statistics
+        from fruitfeat.reduce.covariance_pca import (
+            covariance_statistics,
+            pca_from_statistics,
+        )
 
         # One pass gives the row count and the dimension too; the eigendecomposition gives the whole
         # spectrum whatever k is, so a variance target costs no second fit.

@@ -1,58 +1,31 @@
-"""Typed job configuration, loaded from YAML and validated before Spark starts.
-
-A bad file or value must fail in milliseconds with the file, the field and the reason, not twenty
-minutes into a cluster run; so every knob the job reads is declared here, and unknown keys are errors.
-"""
+"""The sections of the job configuration: every knob the job reads, with its default and its check."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
-#: URI schemes Spark can read here: local disk, EMRFS on EMR (s3), the Hadoop S3A client elsewhere.
-REMOTE_SCHEMES = ("s3", "s3a")
+from fruitfeat.config.regions import check_region
+from fruitfeat.errors import RegionError
+from fruitfeat.io.uris import is_remote, normalize_location
+
 WEIGHTS_KEYWORDS = ("imagenet", "random")
 FEATURE_DIM = 1280  # MobileNetV2 (alpha 1.0) after global average pooling
 
 
-class ConfigError(ValueError):
-    """A configuration problem, phrased for the person who wrote the file."""
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def is_remote(uri: str) -> bool:
-    return urlparse(uri).scheme in REMOTE_SCHEMES
-
-
-def normalize_location(value: str) -> str:
-    """Local paths become absolute ``file://`` URIs so Spark, the manifest and logs agree on them."""
-    value = value.strip()
-    if not value:
-        raise ValueError("must not be empty")
-    scheme = urlparse(value).scheme
-    if scheme in REMOTE_SCHEMES:
-        if not urlparse(value).netloc:
-            raise ValueError(f"{value!r} has no bucket name")
-        return value.rstrip("/")
-    if scheme == "file":
-        value = value.removeprefix("file://")
-    elif scheme and len(scheme) > 1:  # a one-letter "scheme" is a Windows drive
-        raise ValueError(f"unsupported scheme {scheme!r}: use a local path, s3:// (EMR) or s3a://")
-    # Not Path.as_uri(): Hadoop would read its %-escapes (e.g. %20 for a space) literally.
-    return "file://" + str(Path(value).expanduser().resolve())
-
-
-def local_path(uri: str) -> Path | None:
-    """The filesystem path of a ``file://`` URI, or None for object-store URIs."""
-    return Path(uri.removeprefix("file://")) if uri.startswith("file://") else None
 
 
 class InputConfig(_Section):
@@ -207,7 +180,7 @@ class ClassifierConfig(_Section):
     @classmethod
     def _candidates(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
         if value is not None:
-            from fruitfeat.classifier import candidates_from_config
+            from fruitfeat.recognition.classifier import candidates_from_config
 
             candidates_from_config(value)  # raises ValueError naming the bad entry
         return value
@@ -305,97 +278,8 @@ def _check_eu_region(region: str | None) -> None:
     """The photos, their EXIF and their file names are personal data: a cluster run stays in the EU."""
     if region is None:
         raise ValueError("s3.region must name the EU region of the buckets in the emr profile (e.g. eu-west-1)")
-    from fruitfeat.regions import RegionError, check_region
 
     try:
         check_region(region)
     except RegionError as exc:
         raise ValueError(f"s3.region: {exc}") from None
-
-
-#: Keys that hold secrets: credentials come from the environment or the instance profile, never a file.
-_SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access[._-]?key|session[._-]?key)", re.I)
-_AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
-
-
-def find_credentials(node: Any, where: str = "") -> list[str]:
-    """Dotted names of config entries that look like credentials (the values are never echoed)."""
-    found: list[str] = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            name = f"{where}.{key}" if where else str(key)
-            if _SECRET_KEY.search(str(key)) and value not in (None, ""):
-                found.append(name)
-            else:
-                found.extend(find_credentials(value, name))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            found.extend(find_credentials(value, f"{where}[{i}]"))
-    elif isinstance(node, str) and _AWS_KEY_ID.search(node):
-        found.append(where)
-    return found
-
-
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    return key.strip().split("."), value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` strings; values are parsed as YAML scalars so '8' is an int."""
-    for item in overrides:
-        keys, value = _parse_override(item)
-        node = data
-        for key in keys[:-1]:
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {key!r} is not a section")
-            node = child
-        node[keys[-1]] = value
-    return data
-
-
-def _describe(error: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
-    for err in error.errors():
-        field = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        reason = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            reason = "unknown key (check the spelling; see README 'Configuration')"
-        lines.append(f"  {field}: {reason}")
-    return "\n".join(lines)
-
-
-def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> JobConfig:
-    secrets = find_credentials(data)
-    if secrets:
-        raise ConfigError(
-            f"invalid configuration in {source}:\n  {', '.join(secrets)}: looks like a credential; "
-            "credentials come from the environment or the instance profile, never from config files"
-        )
-    try:
-        return JobConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
-    """Read a YAML file, apply ``--set`` overrides, validate the result as one unit."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
-    # Name the overridden keys, never their values: a value given on the command line may be a secret.
-    keys = [item.partition("=")[0] for item in overrides or []]
-    source = str(path) + (f" (with --set {', '.join(keys)})" if keys else "")
-    return config_from_dict(apply_overrides(data, list(overrides or [])), source)
