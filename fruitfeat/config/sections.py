@@ -14,6 +14,7 @@ from pydantic import (
     model_validator,
 )
 
+from fruitfeat.config.candidates import DEFAULT_CANDIDATES, CandidateList
 from fruitfeat.config.regions import check_region
 from fruitfeat.errors import RegionError
 from fruitfeat.io.uris import is_remote, normalize_location
@@ -168,22 +169,13 @@ class PCAConfig(_Section):
 
 class ClassifierConfig(_Section):
     enabled: bool = Field(default=False, description="Train and evaluate the fruit classifier in the job")
-    candidates: list[dict[str, Any]] | None = Field(
-        default=None,
+    candidates: CandidateList = Field(
+        default=DEFAULT_CANDIDATES,
         description="Models tried, best kept on validation; default: logistic regression x3 and an MLP",
     )
     validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     seed: int = 0
     scatter_points_per_class: int = Field(default=200, ge=1, le=10_000)
-
-    @field_validator("candidates")
-    @classmethod
-    def _candidates(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        if value is not None:
-            from fruitfeat.recognition.classifier import candidates_from_config
-
-            candidates_from_config(value)  # raises ValueError naming the bad entry
-        return value
 
 
 class QuarantineConfig(_Section):
