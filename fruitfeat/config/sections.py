@@ -69,28 +69,16 @@ class OutputConfig(_Section):
 class ModelConfig(_Section):
     weights: str = Field(
         default="imagenet",
-        description="'imagenet' (Keras download), 'random' (tests only) or a path/URI to a .weights.h5 file",
+        description="'imagenet' (Keras download), 'random' (tests only), or a path/URI to the .onnx model "
+        "(broadcast as it is) or the .weights.h5 file (converted on the driver each run)",
     )
     seed: int = Field(default=0, description="Seed of the 'random' weights")
-    # onnxruntime by default: faster than tensorflow in every benchmark run on the same cores (1.3-2x
-    # end to end, noisy machine) and workers never import TensorFlow (docs/benchmarks.md). The Keras weights stay the source of truth: the
-    # driver converts the model built from them to ONNX once per run.
+    # onnxruntime by default: faster than tensorflow on the same cores and workers never import
+    # TensorFlow (docs/choices.md).
     runtime: Literal["tensorflow", "onnxruntime"] = Field(
         default="onnxruntime",
         description="Inference engine of the Python workers: onnxruntime (default) or tensorflow",
     )
-    cache: bool = Field(
-        default=True,
-        description="Keep the converted model between runs (keyed by the weights' sha256, size, runtime, versions)",
-    )
-    cache_path: str | None = Field(
-        default=None, description="Where the converted models are kept; None: <output.path>/_cache/models"
-    )
-
-    @field_validator("cache_path")
-    @classmethod
-    def _cache_path(cls, value: str | None) -> str | None:
-        return None if value is None else normalize_location(value)
 
     @field_validator("weights")
     @classmethod
@@ -98,11 +86,18 @@ class ModelConfig(_Section):
         if value in WEIGHTS_KEYWORDS:
             return value
         location = normalize_location(value)
-        if not location.endswith(".weights.h5"):
+        if not location.endswith((".weights.h5", ".onnx")):
             raise ValueError(
-                f"{value!r} is neither 'imagenet', 'random' nor a Keras weights file ending in .weights.h5"
+                f"{value!r} is neither 'imagenet', 'random', a Keras weights file ending in .weights.h5 "
+                "nor an ONNX model ending in .onnx (both written by `make weights`)"
             )
         return location
+
+    @model_validator(mode="after")
+    def _onnx_needs_onnxruntime(self) -> ModelConfig:
+        if self.weights.endswith(".onnx") and self.runtime != "onnxruntime":
+            raise ValueError("an .onnx model runs with model.runtime onnxruntime; name the .weights.h5 for tensorflow")
+        return self
 
 
 #: Images per inference call when ``featurize.batch_size`` is not set, per runtime (docs/benchmarks.md).
@@ -126,27 +121,12 @@ class FeaturizeConfig(_Section):
     intra_op_threads: int = Field(
         default=1, ge=0, le=256, description="Inference threads per Python worker (0: the runtime decides)"
     )
-    balance_splits: bool = Field(
-        default=True,
-        description="Size binaryFile's splits so that they fill whole waves of the cores (no shuffle)",
-    )
-    partitions_per_core: int = Field(
-        default=0,
-        ge=0,
-        le=1000,
-        description="Repartition the listing into this many partitions per core before featurizing "
-        "(0: keep the listing's file splits)",
-    )
 
 
 class PCAConfig(_Section):
     k: int | float = Field(
         default=50,
         description="Components kept: a count (1-1280), or a variance target in (0, 1] such as 0.95",
-    )
-    method: Literal["covariance", "spark_ml"] = Field(
-        default="covariance",
-        description="covariance: one pass + numpy eigh (default); spark_ml: pyspark.ml.feature.PCA",
     )
 
     @field_validator("k", mode="before")

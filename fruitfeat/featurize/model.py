@@ -24,7 +24,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ import numpy as np
 from fruitfeat.errors import WeightsError
 
 if TYPE_CHECKING:
-    from fruitfeat.featurize.payload_cache import PayloadCache
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def build_backbone(image_size: int, weights: str | None = None):
 RUNTIMES = ("tensorflow", "onnxruntime")
 #: Where a run keeps the ONNX model its workers ran (``runtime: onnxruntime``); ``fruitfeat predict`` uses it.
 ONNX_MODEL_FILE = "backbone.onnx"
+#: A prebuilt ONNX backbone (``fruitfeat weights``) named by ``model.weights``.
+ONNX_SUFFIX = ".onnx"
 
 
 @dataclass(frozen=True)
@@ -169,66 +171,69 @@ def check_provenance(data: bytes, provenance: dict[str, Any] | None, uri: str) -
     return {**provenance, "file_sha256": digest}
 
 
+def _read_provenance(weights: str, read_bytes: Callable[[str], bytes]) -> tuple[bytes, dict[str, Any]]:
+    try:
+        data = read_bytes(weights)
+    except FileNotFoundError:
+        raise WeightsError(f"weights file {weights} does not exist (run `make weights`?)") from None
+    try:
+        sidecar = json.loads(read_bytes(weights + PROVENANCE_SUFFIX))
+    except FileNotFoundError:
+        sidecar = None
+    return data, {"uri": weights, **check_provenance(data, sidecar, weights)}
+
+
+def onnx_input_size(blob: bytes) -> int | None:
+    """The square input side an ONNX backbone was exported for (its ``images`` input is N x S x S x 3)."""
+    import onnx
+
+    dims = onnx.load_from_string(blob).graph.input[0].type.tensor_type.shape.dim
+    sides = {d.dim_value for d in dims[1:3]}
+    return sides.pop() if len(sides) == 1 and len(dims) == 4 else None
+
+
+def payload_from_onnx(blob: bytes, image_size: int, provenance: dict[str, Any]) -> WeightsPayload:
+    """The broadcast of a prebuilt ONNX backbone: no TensorFlow on the driver."""
+    built_for = onnx_input_size(blob)
+    if built_for != image_size:
+        raise WeightsError(
+            f"{provenance.get('uri', 'the ONNX model')} takes {built_for} px images but featurize.image_size is "
+            f"{image_size}: rebuild it with `fruitfeat weights --image-size {image_size}` or name the .weights.h5"
+        )
+    sha = hashlib.sha256(blob).hexdigest()
+    return WeightsPayload(blob, sha, image_size, provenance, "onnxruntime", provenance.get("weights_sha256"))
+
+
 def resolve_weights(
     weights: str,
     image_size: int,
     seed: int,
     read_bytes: Callable[[str], bytes],
     runtime: str = "tensorflow",
-    cache: PayloadCache | None = None,
 ) -> WeightsPayload:
     """Driver side: obtain the weights named by the config and serialize them for the broadcast.
 
-    ``read_bytes`` reads a URI (local or S3) so that this module needs no Spark or AWS client.
-    With ``runtime="onnxruntime"`` the Keras model built from these weights is converted to ONNX here.
-    With a ``cache``, a payload converted by an earlier run from the same weights (by content), input
-    size, runtime and converter versions is reused: no TensorFlow import, no conversion.
+    ``read_bytes`` reads a URI (local or S3) so that this module needs no Spark or AWS client. An
+    ``.onnx`` file is broadcast as it is; anything else builds the Keras model, and with
+    ``runtime="onnxruntime"`` converts it to ONNX here.
     """
+    if weights.endswith(ONNX_SUFFIX):
+        data, provenance = _read_provenance(weights, read_bytes)
+        return payload_from_onnx(data, image_size, provenance)
     if weights == "random":
-        source: dict[str, Any] = {"weights": "random", "seed": seed}
         provenance: dict[str, Any] = {"source": "random", "seed": seed, "warning": "random weights: features are meaningless"}
-    elif weights == "imagenet":
-        source = {"weights": "imagenet"}
-        provenance = {"source": "imagenet", "via": "keras.applications.MobileNetV2(weights='imagenet')"}
-    else:
-        try:
-            data = read_bytes(weights)
-        except FileNotFoundError:
-            raise WeightsError(f"weights file {weights} does not exist (run `make weights`?)") from None
-        try:
-            sidecar = json.loads(read_bytes(weights + PROVENANCE_SUFFIX))
-        except FileNotFoundError:
-            sidecar = None
-        provenance = {"uri": weights, **check_provenance(data, sidecar, weights)}
-        source = {"weights": "file", "file_sha256": provenance["file_sha256"]}
-
-    key = None
-    if cache is not None:
-        from fruitfeat.featurize.onnx_export import DEFAULT_OPSET
-        from fruitfeat.featurize.payload_cache import payload_key
-
-        key = payload_key(source, image_size, runtime, DEFAULT_OPSET if runtime == "onnxruntime" else None)
-        cached = cache.load(key)
-        if cached is not None:
-            converted = {k: v for k, v in cached.provenance.items() if k == "onnx"}
-            log.info("model payload from the cache (%s)", key)
-            return replace(cached, provenance={**provenance, **converted, "payload_cache": "hit", "payload_key": key})
-
-    if weights == "random":
         _quiet_tensorflow()
         import keras
 
         keras.utils.set_random_seed(seed)
         model = build_backbone(image_size)
     elif weights == "imagenet":
+        provenance = {"source": "imagenet", "via": "keras.applications.MobileNetV2(weights='imagenet')"}
         model = _load_imagenet(image_size)
     else:
+        data, provenance = _read_provenance(weights, read_bytes)
         model = load_weights_file(data, image_size)
-    payload = payload_from_model(model, image_size, provenance, runtime)
-    if cache is None:
-        return replace(payload, provenance={**payload.provenance, "payload_cache": "off"})
-    cache.store(key, payload)
-    return replace(payload, provenance={**payload.provenance, "payload_cache": "stored", "payload_key": key})
+    return payload_from_model(model, image_size, provenance, runtime)
 
 
 # ---------------------------------------------------------------- executor side
@@ -266,8 +271,8 @@ def compile_inference(model, image_size: int) -> Callable[[np.ndarray], np.ndarr
     return run
 
 
-def inference_from_payload(payload: WeightsPayload, intra_op_threads: int = 1) -> tuple[Callable, bool]:
-    """The worker's model for this payload, built on first use; returns (model, built_now).
+def inference_from_payload(payload: WeightsPayload, intra_op_threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:
+    """The worker's model for this payload, built on first use and kept for the worker's later tasks.
 
     ``onnxruntime`` payloads import onnxruntime only, never TensorFlow.
     """
@@ -275,13 +280,13 @@ def inference_from_payload(payload: WeightsPayload, intra_op_threads: int = 1) -
     key = (runtime, payload.sha256, payload.image_size, intra_op_threads)
     with _MODELS_LOCK:
         if key in _MODELS:
-            return _MODELS[key], False
+            return _MODELS[key]
         if runtime == "onnxruntime":
             from fruitfeat.featurize.onnx_export import OnnxInference
 
             _MODELS.clear()
             _MODELS[key] = OnnxInference(payload.blob, intra_op_threads)
-            return _MODELS[key], True
+            return _MODELS[key]
         if runtime != "tensorflow":
             raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
         _quiet_tensorflow()
@@ -290,4 +295,4 @@ def inference_from_payload(payload: WeightsPayload, intra_op_threads: int = 1) -
         model.set_weights(deserialize_weights(payload.blob))
         _MODELS.clear()  # one model per worker: drop any from an earlier job in a reused worker
         _MODELS[key] = compile_inference(model, payload.image_size)
-        return _MODELS[key], True
+        return _MODELS[key]

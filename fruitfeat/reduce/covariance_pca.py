@@ -30,7 +30,6 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fruitfeat.errors import PCAInputError
-from fruitfeat.featurize.packed_features import unpack_matrix
 
 #: Rows per matrix product inside a partition: bounds worker memory (4096 x 1280 float64 = 40 MB).
 CHUNK_ROWS = 4096
@@ -92,11 +91,9 @@ def _merge(a: Stats | None, b: Stats | None) -> Stats | None:
 
 
 def _feature_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """An ``array<float>`` / ``array<double>`` or packed (binary) Arrow column, without nulls, as an (n, d) matrix."""
+    """An ``array<float>`` / ``array<double>`` Arrow column, without nulls, as an (n, d) matrix."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    if pa.types.is_binary(column.type):
-        return unpack_matrix(column)
     n = len(column)
     if n == 0:
         return np.empty((0, 0), dtype=np.float32)
@@ -218,8 +215,7 @@ def covariance_statistics(
 ) -> Stats | None:
     """``(n, mean, centred scatter)`` of the non-null rows of ``input_col``, or None without rows.
 
-    ``input_col`` is ``array<float|double>``, a Spark ML ``Vector``, or packed float32 binary
-    (``fruitfeat.featurize.packed_features``, the job's staging form: no per-element JVM work on the way).
+    ``input_col`` is ``array<float|double>`` or a Spark ML ``Vector``.
 
     The input is first coalesced (no shuffle) to the cluster's parallelism: one d x d partial per
     core instead of one per input file. ``combine="collect"`` merges the partials on the driver
@@ -227,7 +223,7 @@ def covariance_statistics(
     the driver receives only a few; ``"auto"`` collects up to ``MAX_COLLECTED_PARTIALS``.
     """
     column = F.col(input_col)
-    if not isinstance(df.schema[input_col].dataType, (T.ArrayType, T.BinaryType)):
+    if not isinstance(df.schema[input_col].dataType, T.ArrayType):
         from pyspark.ml.functions import vector_to_array
 
         column = vector_to_array(column, dtype="float64")
@@ -292,7 +288,7 @@ def pca_from_statistics(stats: Stats | None, k: int) -> CovariancePCAResult:
 def fit_covariance_pca(
     df: DataFrame, k: int, input_col: str = "features", combine: Literal["auto", "collect", "tree"] = "auto"
 ) -> CovariancePCAResult:
-    """Top-``k`` principal components of ``input_col`` (``array<float|double>``, a ``Vector`` or packed).
+    """Top-``k`` principal components of ``input_col`` (``array<float|double>`` or a ``Vector``).
 
     One pass over ``df``: cache it or read it from Parquet, never a featurization plan that would
     be recomputed. Rows whose features are null are skipped. Raises ``PCAInputError`` (a
