@@ -1,9 +1,15 @@
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
+from pyspark.sql import functions as F
 
 from fruitfeat.recognition.plots import (
+    LEGEND_LIMIT,
+    MANY_CLASSES,
+    add_class_legend,
     plot_confusion_matrix,
     plot_explained_variance,
     plot_pca_scatter,
@@ -56,16 +62,47 @@ def test_scatter_samples_at_most_max_points_per_class(points, tmp_path):
     assert sample.total == 240
 
 
-def test_scatter_sample_is_seeded(spark, points):
-    def chosen(seed: int) -> set[str]:
-        return {r.path for r in sample_per_class(points, 10, seed).collect()}
+def lowest_hashes(df, per_class: int, seed: int) -> set[str]:
+    """The sample worked out in Python: per label, the ``per_class`` paths of lowest xxhash64(path, seed)."""
+    by_label = defaultdict(list)
+    for r in df.select("label", "path", F.xxhash64("path", F.lit(seed)).alias("h")).collect():
+        by_label[r.label].append((r.h, r.path))
+    return {path for rows in by_label.values() for _, path in sorted(rows)[:per_class]}
 
-    assert chosen(1) == chosen(1) and chosen(1) != chosen(2)
+
+def test_scatter_sample_is_seeded_and_independent_of_partitioning(spark, points):
+    def chosen(df, seed: int) -> set[str]:
+        return {r.path for r in sample_per_class(df, 10, seed).collect()}
+
+    one = chosen(points.coalesce(1), 1)
+    assert one == lowest_hashes(points, 10, 1) and len(one) == 30
+    assert chosen(points.repartition(7), 1) == one
+    assert chosen(points, 2) == lowest_hashes(points, 10, 2) != one
     counts = {r.label: r["count"] for r in sample_per_class(points, 10, 1).groupBy("label").count().collect()}
     assert counts == {"Kiwi": 10, "Lime": 10, "Banana": 10}
 
 
-def test_scatter_with_many_classes_drops_the_legend(spark, tmp_path):
+@pytest.mark.parametrize(("n_classes", "legend_fontsize"), [(3, 8.0), (MANY_CLASSES + 1, 5.0), (LEGEND_LIMIT, 5.0)])
+def test_scatter_legend_shrinks_with_the_number_of_classes(n_classes, legend_fontsize):
+    axes = Figure().subplots()
+    for c in range(n_classes):
+        axes.scatter([c], [c], label=f"Class {c}")
+    add_class_legend(axes, n_classes)
+    texts = axes.get_legend().get_texts()
+    assert len(texts) == n_classes and {t.get_fontsize() for t in texts} == {legend_fontsize}
+    assert not axes.texts
+
+
+def test_scatter_legend_is_replaced_by_a_note_past_the_limit():
+    axes = Figure().subplots()
+    for c in range(LEGEND_LIMIT + 1):
+        axes.scatter([c], [c], label=f"Class {c}")
+    add_class_legend(axes, LEGEND_LIMIT + 1)
+    assert axes.get_legend() is None
+    assert [t.get_text() for t in axes.texts] == [f"{LEGEND_LIMIT + 1} classes\n(legend omitted)"]
+
+
+def test_scatter_of_many_classes_samples_every_class(spark, tmp_path):
     rng = np.random.default_rng(2)
     rows = [
         (f"c{c}/{i}", f"Class {c:03d}", [float(v) for v in rng.normal(size=2) + c])

@@ -9,11 +9,13 @@ import pytest
 from PIL import Image
 from pyspark.ml.feature import PCAModel
 
+from fruitfeat.config.candidates import LogisticRegressionCandidate
 from fruitfeat.io.uris import local_path
 from fruitfeat.pipeline import run_pipeline
 from fruitfeat.recognition import predict
-from fruitfeat.recognition.classifier import Candidate, predict_frame, train_classifier
+from fruitfeat.recognition.classifier import predict_frame
 from fruitfeat.recognition.predictor import PREDICTOR_FILE, export_predictor
+from fruitfeat.recognition.training import train_classifier
 
 from .conftest import TEST_IMAGE_SIZE, job_config
 
@@ -33,7 +35,7 @@ def publish_with_predictor(spark, sample_root: Path, output: Path, weights: Path
     result = run_pipeline(config, spark)
     features = spark.read.parquet(result.features_path)
     trained = train_classifier(
-        features.where("split = 'Training'"), [Candidate("logistic_regression", reg_param=0.01)], 0.25, seed=0
+        features.where("split = 'Training'"), [LogisticRegressionCandidate(reg_param=0.01)], 0.25, seed=0
     )
     export_predictor(
         trained,

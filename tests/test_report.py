@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fruitfeat.config.candidates import LogisticRegressionCandidate
 from fruitfeat.recognition import report
-from fruitfeat.recognition.classifier import Candidate
 from fruitfeat.recognition.predictor import load_predictor
 from fruitfeat.recognition.report import render_report
 from fruitfeat.recognition.stage import RecognitionSettings, run_recognition
@@ -113,7 +113,7 @@ def test_recognition_stage_then_report_has_three_plots(spark, tmp_path):
         json.dumps({"run_id": run.name, "counts": {"featurized": 48}, "weights": weights,
                     "pca": {"k": 3, "explained_variance": spectrum, "explained_variance_total": sum(spectrum)}})
     )
-    settings = RecognitionSettings((Candidate("logistic_regression", reg_param=0.01),), validation_fraction=0.25)
+    settings = RecognitionSettings((LogisticRegressionCandidate(reg_param=0.01),), validation_fraction=0.25)
     section = run_recognition(
         spark, features, pca, f"file://{run}", image_size=32, weights=weights,
         variance_all=spectrum, chosen_k=3, settings=settings,

@@ -12,9 +12,16 @@ dense matrices that ``fruitfeat predict`` runs in numpy without Spark.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+)
 
 
 def _not_empty(value: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -30,7 +37,7 @@ class _CandidateBase(BaseModel):
     @classmethod
     def _not_boolean(cls, value: Any) -> Any:
         if isinstance(value, bool):  # YAML reads `yes` as True, which would pass as the number 1
-            raise ValueError("must be a number, not a boolean")
+            raise ValueError("must be a number, not a boolean")  # noqa: TRY004 (pydantic reports ValueError only)
         return value
 
 
@@ -62,7 +69,7 @@ class MLPCandidate(_CandidateBase):
 
 
 #: One model to try; ``family`` says which.
-Candidate = Annotated[Union[LogisticRegressionCandidate, MLPCandidate], Field(discriminator="family")]
+Candidate = Annotated[LogisticRegressionCandidate | MLPCandidate, Field(discriminator="family")]
 
 DEFAULT_CANDIDATES: tuple[Candidate, ...] = (
     LogisticRegressionCandidate(reg_param=0.0),

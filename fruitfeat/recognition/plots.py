@@ -121,7 +121,8 @@ def sample_per_class(
     )
 
 
-def _legend(axes, n_classes: int) -> None:
+def add_class_legend(axes, n_classes: int) -> None:
+    """A legend beside few classes, a compact one outside up to :data:`LEGEND_LIMIT`, a note beyond."""
     if n_classes <= MANY_CLASSES:
         axes.legend(loc="best", fontsize=8, markerscale=1.5, frameon=True)
     elif n_classes <= LEGEND_LIMIT:
@@ -164,7 +165,7 @@ def plot_pca_scatter(
     axes.set_title(f"PCA features 1-2: {sum(counts.values())} images, at most {max_points_per_class} per class")
     axes.grid(True, alpha=0.3)
     if labels:
-        _legend(axes, len(labels))
+        add_class_legend(axes, len(labels))
     return ScatterSample(_save(figure, path), counts)
 
 
@@ -206,6 +207,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str]
 
 __all__ = [
     "ScatterSample",
+    "add_class_legend",
     "plot_confusion_matrix",
     "plot_explained_variance",
     "plot_pca_scatter",

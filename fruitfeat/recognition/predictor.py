@@ -180,7 +180,7 @@ def predictor_bytes(
         "weights": dict(weights),
         "feature_dim": int(arrays["pca_components"].shape[0]),
         "k": int(arrays["pca_components"].shape[1]),
-        "classifier": trained.candidate.to_dict() | {"name": trained.candidate.name},
+        "classifier": trained.candidate.model_dump(mode="json") | {"name": trained.candidate.name},
         "layers": sum(1 for key in arrays if key.startswith("W")),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

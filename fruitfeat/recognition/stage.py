@@ -25,14 +25,12 @@ from pyspark.ml.feature import PCAModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from fruitfeat.config.candidates import DEFAULT_CANDIDATES, Candidate
 from fruitfeat.io import storage
 from fruitfeat.recognition.classifier import (
-    DEFAULT_CANDIDATES,
-    Candidate,
     TrainedClassifier,
     predict_frame,
     save_classifier,
-    train_classifier,
 )
 from fruitfeat.recognition.evaluate import evaluate
 from fruitfeat.recognition.plots import (
@@ -41,6 +39,7 @@ from fruitfeat.recognition.plots import (
     plot_pca_scatter,
 )
 from fruitfeat.recognition.predictor import PREDICTOR_FILE, export_predictor
+from fruitfeat.recognition.training import train_classifier
 
 log = logging.getLogger(__name__)
 
