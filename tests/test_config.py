@@ -28,9 +28,18 @@ def test_checked_in_configs_are_valid():
     local = load_config(REPO / "conf/local.yaml")
     emr = load_config(REPO / "conf/emr.yaml")
     assert local.profile == "local" and local.spark.master == "local[2]"
-    assert local.model.weights.endswith("data/weights/mobilenetv2_notop.weights.h5")
+    assert local.model.weights.endswith("data/weights/mobilenetv2_notop.onnx")  # what `make weights` writes
     assert emr.profile == "emr" and emr.spark.master is None
-    assert emr.input.path.startswith("s3://") and emr.model.weights.startswith("s3://")
+    assert emr.input.path.startswith("s3://") and emr.model.weights == "s3://fruits-eu-data/weights/mobilenetv2_notop.onnx"
+
+
+def test_an_onnx_model_needs_onnxruntime():
+    base = {"input": {"path": "s3://b/in"}, "output": {"path": "s3://b/out"}}
+    assert config_from_dict({**base, "model": {"weights": "s3://b/w/m.onnx"}}).model.runtime == "onnxruntime"
+    with pytest.raises(ConfigError, match="an .onnx model runs with model.runtime onnxruntime"):
+        config_from_dict({**base, "model": {"weights": "s3://b/w/m.onnx", "runtime": "tensorflow"}})
+    h5 = config_from_dict({**base, "model": {"weights": "s3://b/w/m.weights.h5", "runtime": "tensorflow"}})
+    assert h5.model.weights == "s3://b/w/m.weights.h5"
 
 
 def test_defaults_and_normalised_paths(tmp_path, monkeypatch):
