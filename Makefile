@@ -129,26 +129,26 @@ emr-package: wheel
 	$(EMR_TOOLS)/bin/pip install --quiet venv-pack==0.2.0
 	$(PYTHON) -m venv $(EMR_VENV)
 	$(EMR_VENV)/bin/pip install --quiet --upgrade pip
-	# The wheel, not an editable install (the archive must hold the code); [emr]: boto3 for the EU region guard.
-	$(EMR_VENV)/bin/pip install --quiet "$$(ls dist/fruitfeat-*.whl)[emr]"
+	# The wheel, not an editable install (the archive must hold the code). No [emr]: boto3 only submits, from here.
+	$(EMR_VENV)/bin/pip install --quiet "$$(ls dist/fruitfeat-*.whl)"
 	# EMR's Spark 3.5.6 puts its own pyspark and py4j on PYTHONPATH: a second copy (~350 MB) would only be in the way.
 	$(EMR_VENV)/bin/pip uninstall --quiet -y pyspark py4j
 	$(EMR_VENV)/bin/python -c "import sys; assert sys.version_info[:2] == (3, 11), sys.version"
-	$(EMR_VENV)/bin/python -c "import fruitfeat.featurize.decode, fruitfeat.featurize.model, tensorflow, pyarrow, pandas, PIL, pydantic, yaml, boto3"
+	$(EMR_VENV)/bin/python -c "import fruitfeat.featurize.decode, fruitfeat.featurize.model, tensorflow, pyarrow, pandas, PIL, pydantic, yaml"
 	$(EMR_VENV)/bin/python -c "from fruitfeat.config import load_config; load_config('conf/emr.yaml')"
 	$(EMR_TOOLS)/bin/venv-pack --quiet -p $(EMR_VENV) -o $(EMR_ARCHIVE)
 	cp jobs/run_pipeline.py conf/emr.yaml dist/
 	@ls -l dist/
 
 emr-upload: venv
-	$(PY) -m fruitfeat.cloud.emr upload $(EMR_OPTS) --config $(EMR_CONFIG)
+	$(PY) -m fruitfeat.cloud.cli upload $(EMR_OPTS) --config $(EMR_CONFIG)
 
 emr-submit: venv
-	$(PY) -m fruitfeat.cloud.emr submit $(EMR_OPTS) --config $(EMR_CONFIG) $(if $(EMR_CLUSTER_ID),--cluster-id $(EMR_CLUSTER_ID)) $(EMR_ARGS)
+	$(PY) -m fruitfeat.cloud.cli submit $(EMR_OPTS) --config $(EMR_CONFIG) $(if $(EMR_CLUSTER_ID),--cluster-id $(EMR_CLUSTER_ID)) $(EMR_ARGS)
 
 emr-status: venv
 	@test -n "$(EMR_CLUSTER_ID)" || { echo "make emr-status needs EMR_CLUSTER_ID=j-..." >&2; exit 2; }
-	$(PY) -m fruitfeat.cloud.emr status $(EMR_OPTS) --cluster-id $(EMR_CLUSTER_ID) $(EMR_ARGS)
+	$(PY) -m fruitfeat.cloud.cli status $(EMR_OPTS) --cluster-id $(EMR_CLUSTER_ID) $(EMR_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info data/output .pytest_cache
