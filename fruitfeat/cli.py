@@ -11,7 +11,7 @@ import logging
 import sys
 
 from fruitfeat.config import load_config
-from fruitfeat.errors import FruitfeatError
+from fruitfeat.errors import FruitfeatError, report_error
 
 
 def _configure_logging() -> None:
@@ -69,12 +69,6 @@ def run_main(argv: list[str] | None = None) -> int:
     if "report" in result.manifest["outputs"]:
         print(f"  report   : {result.manifest['outputs']['report']}")
     return 0
-
-
-def report_error(exc: FruitfeatError) -> int:
-    """The one place a user-facing error becomes a message and an exit code (fruitfeat.errors)."""
-    print(f"fruitfeat: {exc.label}: {exc}", file=sys.stderr)
-    return exc.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,8 @@ its traceback. ``exit_code`` is what ``fruitfeat`` returns for it (2: bad config
 
 from __future__ import annotations
 
+import sys
+
 
 class FruitfeatError(Exception):
     """A problem with the user's input, configuration or setup, phrased for that user."""
@@ -66,3 +68,9 @@ class RunRejectedError(FruitfeatError):
 
 class EmrError(FruitfeatError):
     """An EMR deployment step failed or was refused (region, bucket, missing artefact)."""
+
+
+def report_error(exc: FruitfeatError) -> int:
+    """The one place a user-facing error becomes a message and an exit code."""
+    print(f"fruitfeat: {exc.label}: {exc}", file=sys.stderr)
+    return exc.exit_code

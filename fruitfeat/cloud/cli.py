@@ -24,7 +24,6 @@ from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from fruitfeat import __version__
-from fruitfeat.cli import report_error
 from fruitfeat.cloud.aws import (
     check_bucket_region,
     stack_outputs,
@@ -46,7 +45,7 @@ from fruitfeat.cloud.requests import (
 )
 from fruitfeat.config import JobConfig, load_config
 from fruitfeat.config.regions import check_region
-from fruitfeat.errors import EmrError, FruitfeatError, RegionError
+from fruitfeat.errors import EmrError, FruitfeatError, RegionError, report_error
 
 DEFAULT_REGION = "eu-west-1"
 DEFAULT_PREFIX = "emr"
