@@ -205,41 +205,39 @@ def pipeline(args: dict) -> dict:
     total = time.perf_counter() - start
     m = result.manifest
     return {"seconds": total, "stage_seconds": m["stage_seconds"], "counts": m["counts"],
-            "model_builds": len(m["model_builds"]), "broadcast_bytes": m["weights"]["broadcast_bytes"],
-            "runtime": m["config"]["model"]["runtime"],
-            # "hit", "stored" or "off" (model.cache); None from a job that predates the payload cache.
-            "payload_cache": m["weights"].get("payload_cache")}
+            "broadcast_bytes": m["weights"]["broadcast_bytes"], "runtime": m["config"]["model"]["runtime"]}
 
 
-def _write_like_spark(data: np.ndarray, directory: Path, files: int, packed: bool = False) -> None:
+def _write_like_spark(data: np.ndarray, directory: Path, files: int) -> None:
     """``files`` Parquet files of one row group each, like a Spark job's output: one file of one row group
-    is read by a single task, which would time one busy core instead of the method. ``packed``: the job's
-    staging form (one float32 binary value per row, written plain like ``writer.STAGING_OPTIONS``)."""
+    is read by a single task, which would time one busy core instead of the method."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from fruitfeat.featurize.packed_features import pack_rows
-
     directory.mkdir(parents=True, exist_ok=True)
     for i, rows in enumerate(np.array_split(np.arange(len(data)), files)):
-        if packed:
-            column = pa.array(pack_rows(list(data[rows])), pa.binary())
-            options = {"compression": "none", "use_dictionary": False}
-        else:
-            values = pa.array(data[rows].reshape(-1))
-            column = pa.FixedSizeListArray.from_arrays(values, data.shape[1]).cast(pa.list_(pa.float32()))
-            options = {}
-        pq.write_table(pa.table({"features": column}), directory / f"part-{i:05d}.parquet",
-                       row_group_size=len(rows), **options)
+        values = pa.array(data[rows].reshape(-1))
+        column = pa.FixedSizeListArray.from_arrays(values, data.shape[1]).cast(pa.list_(pa.float32()))
+        pq.write_table(pa.table({"features": column}), directory / f"part-{i:05d}.parquet", row_group_size=len(rows))
 
 
 #: Alternations of the PCA fits: on this shared machine a single warm fit of any of them varied by 30 %
 #: (1.09 to 1.66 s for the same covariance fit), so each method gets three warm fits after its cold one.
 PCA_ROUNDS = 4
-#: What each fit reads: the covariance fit as the job runs it (its packed staging table), the same fit on
-#: array<float> rows, and Spark ML, which needs vectors: the array table is its best case.
-PCA_METHODS = {"covariance": ("covariance", "packed"), "covariance_array": ("covariance", "array"),
-               "spark_ml": ("spark_ml", "array")}
+PCA_METHODS = ("covariance", "spark_ml")
+
+
+def _fit(method: str, df, k: int) -> np.ndarray:
+    """Explained variance of one fit: fruitfeat's, or Spark ML's on the same rows as vectors."""
+    if method == "covariance":
+        from fruitfeat.reduce.pca import fit_pca
+
+        return np.asarray(fit_pca(df, k).explained_variance)
+    from pyspark.ml.feature import PCA
+    from pyspark.ml.functions import array_to_vector
+
+    vectors = df.select(array_to_vector("features").alias("v"))
+    return PCA(k=k, inputCol="v", outputCol="p").fit(vectors).explainedVariance.toArray()
 
 
 def pca(args: dict) -> dict:
@@ -251,7 +249,6 @@ def pca(args: dict) -> dict:
     from pyspark.sql import SparkSession
 
     from fruitfeat.config.sections import FeaturizeConfig
-    from fruitfeat.reduce.pca import fit_pca
 
     rows, dim, k = args["rows"], args["dim"], args["k"]
     rng = np.random.default_rng(0)
@@ -260,9 +257,8 @@ def pca(args: dict) -> dict:
     scales = (1.0 / np.arange(1, 201) ** 0.8).astype(np.float32)
     data = (rng.standard_normal((rows, 200)).astype(np.float32) * scales) @ basis
     data += 0.05 * rng.standard_normal((rows, dim)).astype(np.float32) + 1.0
-    paths = {form: Path(args["work"]) / f"pca_input_{form}" for form in ("array", "packed")}
-    for form, path in paths.items():
-        _write_like_spark(data, path, 2 * CORES, packed=form == "packed")
+    path = Path(args["work"]) / "pca_input"
+    _write_like_spark(data, path, 2 * CORES)
     del data
 
     spark = SparkSession.builder.master(f"local[{CORES}]").appName("bench-pca")
@@ -272,29 +268,23 @@ def pca(args: dict) -> dict:
         spark = spark.config(key, value)
     spark = spark.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
-    frames = {form: spark.read.parquet(f"file://{path}") for form, path in paths.items()}
-    for df in frames.values():
-        df.count()
-    out = {"rows": rows, "dim": dim, "k": k, "input_files": 2 * CORES,
-           "input_partitions": frames["array"].rdd.getNumPartitions(),
-           "inputs": {name: form for name, (_, form) in PCA_METHODS.items()}}
+    frame = spark.read.parquet(f"file://{path}")
+    frame.count()
+    out = {"rows": rows, "dim": dim, "k": k, "input_files": 2 * CORES, "input_partitions": frame.rdd.getNumPartitions()}
     times: dict[str, list[float]] = {name: [] for name in PCA_METHODS}
     variance: dict[str, list[np.ndarray]] = {name: [] for name in PCA_METHODS}
-    for name in list(PCA_METHODS) * PCA_ROUNDS:
-        method, form = PCA_METHODS[name]
+    for name in PCA_METHODS * PCA_ROUNDS:
         start = time.perf_counter()
-        fitted = fit_pca(frames[form], k, rows=rows, method=method)
+        explained = _fit(name, frame, k)
         times[name].append(time.perf_counter() - start)
-        variance[name].append(np.asarray(fitted.explained_variance))
+        variance[name].append(explained)
     for name, seconds in times.items():
         out[f"{name}_runs_s"] = seconds
         out[f"{name}_s"] = min(seconds)
         out[f"{name}_worst_s"] = max(seconds)  # the first, normally: cold JVM
     out["speedup"] = out["spark_ml_s"] / out["covariance_s"]
-    out["speedup_array"] = out["spark_ml_s"] / out["covariance_array_s"]
     out["max_abs_explained_variance_diff"] = max(
-        float(np.abs(a - b).max()) for name in ("covariance", "covariance_array")
-        for a in variance[name] for b in variance["spark_ml"])
+        float(np.abs(a - b).max()) for a in variance["covariance"] for b in variance["spark_ml"])
     out["explained_variance_total"] = float(variance["covariance"][0].sum())
     spark.stop()
     return out

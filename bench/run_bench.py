@@ -3,7 +3,7 @@
 Every measurement runs in its own process (bench/job.py), so each gets a fresh JVM and fresh Python
 workers; this process samples /proc every 0.3 s for the peak resident memory (VmHWM) of that
 process (the Spark driver), its JVM and its pyspark workers. The end-to-end runs share one output
-root, as successive runs of a daily job do (and so its model payload cache). Writes
+root, as successive runs of a daily job do. Writes
 bench/results/<timestamp>.json and .png, prints a table and rewrites the generated part of
 docs/benchmarks.md.
 """
@@ -243,11 +243,24 @@ def make_images(root: Path, sizes: list[int], naive_n: int, cores: int) -> dict[
     return sets
 
 
+def random_model(directory: Path, image_size: int) -> dict[str, str]:
+    """Seeded random weights as the job reads them: the .weights.h5 and the .onnx `fruitfeat weights` builds
+    from it (speed does not depend on the weights' values; nothing is downloaded)."""
+    h5, onnx = directory / "random.weights.h5", directory / "random.onnx"
+    code = ("import sys, keras; from pathlib import Path; keras.utils.set_random_seed(0); "
+            "from fruitfeat.featurize.model import build_backbone; from fruitfeat.featurize.weights import export_onnx; "
+            f"build_backbone({image_size}).save_weights(sys.argv[1]); export_onnx(Path(sys.argv[1]), Path(sys.argv[2]), {image_size})")
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-c", code, str(h5), str(onnx)], check=True)
+    return {"tensorflow": str(h5), "onnxruntime": str(onnx)}
+
+
 def job_config(images: Path, output: Path, args, **featurize) -> dict:
+    runtime = featurize.pop("runtime", args.runtime)
     return {
         "input": {"path": str(images)},
         "output": {"path": str(output)},
-        "model": {"weights": "random", "seed": 0, "runtime": featurize.pop("runtime", args.runtime)},
+        "model": {"weights": str(args.weights[runtime]), "runtime": runtime},
         "featurize": {"image_size": args.image_size, **featurize},
         "pca": {"k": 50},
         "classifier": {"enabled": False},
@@ -257,21 +270,19 @@ def job_config(images: Path, output: Path, args, **featurize) -> dict:
     }
 
 
-#: Label of the first end-to-end run: the only one of the default runtime that converts the model.
-COLD = "first run: cold cache"
+#: Label of the first end-to-end run: it also warms the machine's file cache and is left out of the fit.
+COLD = "first run"
 
 
 def pipeline_plan(sizes: list[int], compare: int, runtime: str, variants: bool = True) -> list[tuple[int, str, dict]]:
     """(images, label, config overrides) of the end-to-end runs, in order, all into one output root.
 
-    The first run fills the model payload cache, so every size after it is measured warm, as a daily job
-    runs. The other runtime (~2x slower) runs once, at ``compare`` (the smallest size by default), and
-    converts on that run: its payload is a cache entry of its own."""
+    The first run reads the images into the machine's file cache, so every size after it is measured warm.
+    The other runtime (~2x slower) runs once, at ``compare`` (the smallest size by default)."""
     other = "tensorflow" if runtime == "onnxruntime" else "onnxruntime"
     plan = [(min(sizes), COLD, {})] + [(n, "", {}) for n in sizes]
     if variants:
-        middle = sorted(sizes)[(len(sizes) - 1) // 2]  # not the largest: it would add the longest run again
-        plan += [(compare, "", {"runtime": other}), (middle, "balance_splits=false", {"balance_splits": False})]
+        plan += [(compare, "", {"runtime": other})]
     return plan
 
 
@@ -287,7 +298,7 @@ def run_pipelines(plan: list[tuple[int, str, dict]], sets: dict[int, Path], outp
         # All of run_pipeline but starting Spark: the manifest and the publication come after the last stage.
         run["job_s"] = run["seconds"] - run["stage_seconds"].get("session", 0.0)
         run["img_s_end_to_end"] = run["counts"]["listed"] / run["job_s"]
-        print(f"[bench]   {run['img_s_end_to_end']:.1f} img/s end to end, model cache {run.get('payload_cache')}, "
+        print(f"[bench]   {run['img_s_end_to_end']:.1f} img/s end to end, "
               f"{run['process_wall_s']:.0f} s", flush=True)
         runs.append(run)
     return runs
@@ -296,7 +307,7 @@ def run_pipelines(plan: list[tuple[int, str, dict]], sets: dict[int, Path], outp
 # ------------------------------------------------------------------ report
 
 
-STAGES = ["session", "list", "weights", "featurize", "pca_fit", "write"]
+STAGES = ["session", "list", "weights", "featurize", "account", "pca_fit", "write"]
 
 
 def _stage_order(stage: str) -> tuple[int, str]:
@@ -373,7 +384,7 @@ GOAL_RATIO = 0.85
 
 
 def cost_model(results: dict) -> dict | None:
-    """``seconds = fixed + images / rate``, least squares over the default runs that reused the model cache.
+    """``seconds = fixed + images / rate``, least squares over the default runs after the first.
 
     The end-to-end ratio at one size mixes two costs: seconds every run pays (JVM warm-up, listing, PCA,
     writes) and the per-image rate. Separated, they say how the ratio grows with N, and from which size a
@@ -381,8 +392,7 @@ def cost_model(results: dict) -> dict | None:
     import numpy as np
 
     runtime = results["args"]["runtime"]
-    runs = [r for r in results["pipeline"] if r["runtime"] == runtime and not r.get("variant")
-            and r.get("payload_cache") != "stored"]
+    runs = [r for r in results["pipeline"] if r["runtime"] == runtime and not r.get("variant")]
     sizes = np.array([r["counts"]["listed"] for r in runs], dtype=float)
     if len(set(sizes)) < 2:
         return None
@@ -405,7 +415,7 @@ def _cost_model_line(results: dict) -> list[str]:
     reach = (f"the end-to-end ratio reaches {GOAL_RATIO} of it from ~{model['goal_images']:,.0f} images"
              if model["goal_images"] else f"the end-to-end ratio stays below {GOAL_RATIO} of it at any size")
     return ["", f"Cost per run, fitted over the runs at {', '.join(f'{n:,}' for n in model['sizes'])} images "
-            f"(model cache hit): {model['fixed_s']:.1f} s that do not grow with N + N / {model['img_s']:.1f} img/s; "
+            f"(after the first run): {model['fixed_s']:.1f} s that do not grow with N + N / {model['img_s']:.1f} img/s; "
             f"that per-image rate is {model['rate_vs_engine']:.2f} of the one-process engine, so {reach}."]
 
 
@@ -413,15 +423,14 @@ def _stage_table(results: dict) -> list[str]:
     raw = results["raw"]
     stages = sorted({s for r in results["pipeline"] for s in r["stage_seconds"]}, key=_stage_order)
     lines = ["Per-stage seconds (manifest `stage_seconds`; publish: the rest of the run, the manifest and the "
-             "publication, which the manifest cannot time), featurize-stage img/s; model cache: the converted "
-             "model payload under `<output>/_cache/models/` (stored: converted by this run, hit: reused):", "",
-             "| run | images | model cache | " + " | ".join(stages) + " | publish"
+             "publication, which the manifest cannot time), featurize-stage img/s:", "",
+             "| run | images | " + " | ".join(stages) + " | publish"
              + " | featurize img/s | featurize / raw engine (1 process) | featurize / raw engine (job's layout) |",
-             "| --- | ---: | --- | " + " | ".join("---:" for _ in stages) + " | ---: | ---: | ---: | ---: |"]
+             "| --- | ---: | " + " | ".join("---:" for _ in stages) + " | ---: | ---: | ---: | ---: |"]
     for run in results["pipeline"]:
         n = run["counts"]["listed"]
         fis = n / run["stage_seconds"]["featurize"]
-        lines.append(f"| {_run_label(run)} | {n} | {run.get('payload_cache') or 'n/a'} | "
+        lines.append(f"| {_run_label(run)} | {n} | "
                      + " | ".join(f"{run['stage_seconds'].get(s, 0):.1f}" for s in stages)
                      + f" | {run['seconds'] - sum(run['stage_seconds'].values()):.1f}"
                      + f" | {fis:.1f} | {fis / raw[run['runtime'] + '_img_s']:.2f} | "
@@ -453,13 +462,9 @@ def _pca_table(results: dict) -> list[str]:
              f"{p['input_files']} files, {p['input_partitions']} partitions), one session, the methods alternating "
              f"({len(p['covariance_runs_s'])} fits each):", "",
              "| method (input table) | best seconds | worst (cold) seconds | all runs |", "| --- | ---: | ---: | --- |",
-             row("covariance", "covariance, fruitfeat default (packed float32 rows: the job's staging table)")]
-    if "covariance_array_s" in p:  # results from before the packed staging table lack it
-        lines.append(row("covariance_array", "covariance (`array<float>` rows)"))
-    lines += [row("spark_ml", "spark_ml, `pyspark.ml.feature.PCA` (`array<float>` rows, its best case)"), "",
-              f"Speed-up (best spark_ml / best covariance) {p['speedup']:.1f}x"
-              + (f" ({p['speedup_array']:.1f}x on the same array<float> table)" if "speedup_array" in p else "")
-              + f"; max |explained variance difference| over the {p['k']} components "
+             row("covariance", "covariance, fruitfeat (`array<float>` rows, as the job stages them)"),
+             row("spark_ml", "`pyspark.ml.feature.PCA` (the same rows as vectors)"), "",
+             f"Speed-up (best spark_ml / best covariance) {p['speedup']:.1f}x; max |explained variance difference| over the {p['k']} components "
               f"{p['max_abs_explained_variance_diff']:.2e} (total explained {p['explained_variance_total']:.4f})."]
     return lines
 
@@ -503,7 +508,7 @@ def plot(results: dict, path: Path) -> None:
     ax1.plot(ns, [r["img_s_end_to_end"] for r in runs], "o-", label="fruitfeat end to end")
     if cold:
         ax1.plot([r["counts"]["listed"] for r in cold], [r["img_s_end_to_end"] for r in cold], "o", mfc="none",
-                 color="C0", label="end to end, first run (cold model cache)")
+                 color="C0", label="end to end, first run")
     ax1.plot(ns, [r["counts"]["listed"] / r["stage_seconds"]["featurize"] for r in runs], "s-", label="featurize stage")
     ax1.axhline(raw[f"{runtime}_img_s"], color="g", ls="--",
                 label=f"raw engine at its best (1 process x {raw['threads']} threads, batch {raw[runtime + '_best_batch']})")
@@ -554,8 +559,8 @@ def update_doc(results: dict, text: str, png: Path) -> None:
         f"Images: 100x100 JPEGs from `fruitfeat.sample_data`{_image_set_text(results.get('images'))}, "
         f"network input {results['args']['image_size']} px, "
         f"random weights (speed does not depend on their values), `local[{results['args']['cores']}]`, classifier off.",
-        "End-to-end runs share one output root, like successive runs of a daily job: the first run of each runtime "
-        "converts the model and stores the payload (`model cache`: stored), later runs reuse it (hit)" + ".",
+        "End-to-end runs share one output root, like successive runs of a daily job; the job reads the ONNX model "
+        "`fruitfeat weights` builds (the tensorflow run: the .weights.h5).",
         "",
         text,
         END,
@@ -604,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"[bench] generating images in {work} on {args.cores} processes ...", flush=True)
         sets = make_images(work / "images", sizes + [compare], args.naive, args.cores)
+        args.weights = random_model(work / "weights", args.image_size)
         results["images_s"] = time.perf_counter() - t0
         from fruitfeat.sample_data import KNOWN_CLASSES
 
