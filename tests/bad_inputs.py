@@ -1,4 +1,5 @@
-"""Builds a Fruits-360 style folder mixing good photos with every kind of bad input the job must survive.
+"""Builds Fruits-360 style folders: tiny trees of given bytes, and a corpus mixing good photos with
+every kind of bad input the job must survive.
 
 ``build_mixed_corpus`` returns what each file should become, so tests can assert that every good
 image is featurized (whatever its mode) and every bad one is quarantined with the right reason.
@@ -25,6 +26,14 @@ class Corpus:
     good: list[Path] = field(default_factory=list)
     #: bad file -> the reason the job must give
     bad: dict[Path, str] = field(default_factory=dict)
+
+
+def make_tree(root: Path, files: dict[str, bytes]) -> None:
+    """Write ``{relative path: bytes}`` below ``root``, creating the folders."""
+    for relative, data in files.items():
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:

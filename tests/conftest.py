@@ -79,6 +79,16 @@ def random_weights_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def onnx_weights_file(random_weights_file, tmp_path_factory) -> Path:
+    """The ``.onnx`` (and sidecar) that `fruitfeat weights` builds from ``random_weights_file``, at the test size."""
+    from fruitfeat.featurize.weights import export_onnx, onnx_path_for
+
+    out = tmp_path_factory.mktemp("onnx") / onnx_path_for(random_weights_file).name
+    export_onnx(random_weights_file, out, TEST_IMAGE_SIZE)
+    return out
+
+
 @pytest.fixture()
 def broadcast_payload(spark, random_payload):
     handle = spark.sparkContext.broadcast(random_payload)

@@ -9,7 +9,11 @@ from pyspark.ml.feature import PCA
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import functions as F
 
-from fruitfeat.reduce.covariance_pca import fit_covariance_pca, sign_normalise
+from fruitfeat.reduce.covariance_pca import (
+    covariance_statistics,
+    fit_covariance_pca,
+    sign_normalise,
+)
 from fruitfeat.reduce.pca import fit_pca, project_features
 
 ROWS, DIM, K = 300, 40, 5
@@ -54,7 +58,6 @@ def _exploded(df, scales):
 def test_projection_through_the_wrapped_model_matches_spark_ml(frame, spark_model):
     """fruitfeat.reduce.pca wraps the covariance components in a PCAModel: same projections as Spark ML's fit."""
     fitted = fit_pca(frame, K)
-    assert fitted.method == "covariance"
     # Spark's component signs are arbitrary: flip its projections to match the sign-normalised ones.
     signs = np.sign(np.sum(spark_model.pc.toArray() * fitted.model.pc.toArray(), axis=0))
     spark_projected = (
@@ -91,8 +94,6 @@ def test_many_small_partitions_never_flood_the_driver(spark, data):
     """One 13 MB partial per input file would exhaust the driver: partitions are coalesced first."""
     rows = [(i, [float(v) for v in row]) for i, row in enumerate(data)]
     scattered = spark.createDataFrame(rows, "id long, features array<float>").repartition(150)
-    from fruitfeat.reduce.covariance_pca import covariance_statistics
-
     n, mean, scatter = covariance_statistics(scattered)
     assert n == ROWS
     np.testing.assert_allclose(scatter / (n - 1), np.cov(data.astype(np.float64), rowvar=False), rtol=1e-9, atol=1e-9)
@@ -103,8 +104,6 @@ def test_many_small_partitions_never_flood_the_driver(spark, data):
 @pytest.mark.parametrize("chunk_rows", [7, 40])  # smaller than one Arrow batch (16 rows here), and several
 def test_blocks_and_shift_keep_digits_when_the_mean_is_large(spark, data, chunk_rows):
     """Rows buffered into blocks across Arrow batches, a mean 10^4 times the spread: same covariance."""
-    from fruitfeat.reduce.covariance_pca import covariance_statistics
-
     shifted = data.astype(np.float64) + 1e4
     rows = [(i, [float(v) for v in row]) for i, row in enumerate(shifted)]
     df = spark.createDataFrame(rows, "id long, features array<double>").repartition(2)

@@ -6,6 +6,8 @@ from PIL import Image
 
 from fruitfeat.featurize.decode import ImageDecodeError, decode_image
 
+from .bad_inputs import MAX_IMAGE_PIXELS, bad_files, good_variants
+
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
     buffer = io.BytesIO()
@@ -71,3 +73,32 @@ def test_truncated_jpeg_is_corrupt():
     with pytest.raises(ImageDecodeError) as err:
         decode_image(data[: len(data) // 2], 32)
     assert err.value.reason == "corrupt_image"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("photo.jpeg", "HEIC is not supported: convert it to JPEG or PNG"),
+        ("drawing.png", "SVG is not supported: convert it to JPEG or PNG"),
+        ("bomb.png", "2000x2000 pixels is over the limit of 1000000"),
+    ],
+)
+def test_formats_and_sizes_the_decoder_refuses(name, message):
+    data, reason = bad_files()[name]
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image(data, 32, max_pixels=MAX_IMAGE_PIXELS)
+    assert (err.value.reason, err.value.message) == (reason, message)
+
+
+def test_every_good_variant_decodes_to_the_same_picture():
+    """Grey, palette, alpha, CMYK, 16-bit, EXIF-rotated: the network sees about the same red disc."""
+    decoded = {name: decode_image(data, 32).astype(np.int16) for name, data in good_variants(0).items()}
+    assert all(a.shape == (32, 32, 3) for a in decoded.values())
+    centre = decoded["rgb.jpg"][16, 16]
+    assert centre[0] > 150 and centre[1] < 70  # red
+    for name in ("palette.png", "alpha.png", "cmyk.jpg", "rotated.jpg", "upper.JPG"):
+        assert np.abs(decoded[name] - decoded["rgb.jpg"]).mean() < 8, name
+    luminance = decoded["rgb.jpg"] @ np.array([0.299, 0.587, 0.114])  # Pillow's RGB -> L
+    for name in ("grey.jpg", "sixteen_bit.png"):  # no colour left, the same brightness in all three channels
+        assert np.array_equal(decoded[name][..., 0], decoded[name][..., 2]), name
+        assert np.abs(decoded[name][..., 0] - luminance).mean() < 8, name

@@ -1,3 +1,6 @@
+"""fruitfeat.featurize.model: the driver resolves the configured weights, the workers rebuild the network."""
+
+import hashlib
 import json
 
 import numpy as np
@@ -17,20 +20,33 @@ from fruitfeat.featurize.model import (
 from .conftest import TEST_IMAGE_SIZE, local_read_bytes
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def test_serialization_round_trip_is_exact():
     arrays = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1.5], dtype=np.float64)]
     restored = deserialize_weights(serialize_weights(arrays))
     assert [a.dtype for a in restored] == [np.float32, np.float64]
+    assert [a.shape for a in restored] == [(2, 3), (1,)]
     assert all(np.array_equal(a, b) for a, b in zip(arrays, restored))
 
 
-def test_random_weights_are_seeded(random_payload):
-    again = resolve_weights("random", TEST_IMAGE_SIZE, 0, local_read_bytes)
+def test_random_weights_are_keras_initialised_with_the_seed(random_payload):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    expected = build_backbone(TEST_IMAGE_SIZE).get_weights()
+    restored = deserialize_weights(random_payload.blob)
+    assert len(restored) == len(expected) == 260  # every MobileNetV2 variable, batch-norm statistics included
+    assert all(np.array_equal(a, b) for a, b in zip(restored, expected))
+    assert random_payload.runtime == "tensorflow" and random_payload.image_size == TEST_IMAGE_SIZE
+    assert random_payload.sha256 == random_payload.weights_sha256 == sha256(random_payload.blob)
+    assert random_payload.provenance == {"source": "random", "seed": 0, "warning": "random weights: features are meaningless"}
+
     other = resolve_weights("random", TEST_IMAGE_SIZE, 1, local_read_bytes)
-    assert again.sha256 == random_payload.sha256
-    assert other.sha256 != random_payload.sha256
-    assert random_payload.provenance["source"] == "random"
-    assert len(deserialize_weights(random_payload.blob)) == 260  # every MobileNetV2 variable
+    assert other.provenance["seed"] == 1
+    assert not np.array_equal(deserialize_weights(other.blob)[0], restored[0])
 
 
 def test_weights_file_is_loaded_and_provenance_checked(random_weights_file):
@@ -38,8 +54,11 @@ def test_weights_file_is_loaded_and_provenance_checked(random_weights_file):
     reference = build_backbone(TEST_IMAGE_SIZE)
     reference.load_weights(str(random_weights_file))
     assert all(np.array_equal(a, b) for a, b in zip(deserialize_weights(payload.blob), reference.get_weights()))
-    assert payload.provenance["source"] == "test-random"
-    assert payload.provenance["uri"] == f"file://{random_weights_file}"
+    assert payload.provenance == {
+        "uri": f"file://{random_weights_file}",
+        "source": "test-random",
+        "file_sha256": sha256(random_weights_file.read_bytes()),
+    }
 
 
 def test_tampered_weights_file_is_refused(random_weights_file, tmp_path):
@@ -47,7 +66,7 @@ def test_tampered_weights_file_is_refused(random_weights_file, tmp_path):
     copy.write_bytes(random_weights_file.read_bytes() + b"\0")
     sidecar = random_weights_file.with_name(random_weights_file.name + PROVENANCE_SUFFIX)
     copy.with_name(copy.name + PROVENANCE_SUFFIX).write_text(sidecar.read_text())
-    with pytest.raises(WeightsError, match="was changed or truncated"):
+    with pytest.raises(WeightsError, match=f"has sha256 {sha256(copy.read_bytes())} but its provenance records"):
         resolve_weights(f"file://{copy}", TEST_IMAGE_SIZE, 0, local_read_bytes)
 
 
@@ -55,8 +74,11 @@ def test_weights_without_sidecar_are_marked_unknown(random_weights_file, tmp_pat
     copy = tmp_path / "bare.weights.h5"
     copy.write_bytes(random_weights_file.read_bytes())
     payload = resolve_weights(f"file://{copy}", TEST_IMAGE_SIZE, 0, local_read_bytes)
-    assert payload.provenance["source"].startswith("unknown")
-    assert len(payload.provenance["file_sha256"]) == 64
+    assert payload.provenance == {
+        "uri": f"file://{copy}",
+        "source": "unknown (no provenance sidecar)",
+        "file_sha256": sha256(copy.read_bytes()),
+    }
 
 
 def test_missing_or_foreign_weights_file(tmp_path):
@@ -86,9 +108,9 @@ def test_worker_builds_the_model_once_and_matches_keras(random_payload):
     import keras
 
     model_module._MODELS.clear()
-    infer, built = inference_from_payload(random_payload)
-    again, built_again = inference_from_payload(random_payload)
-    assert built and not built_again and again is infer
+    infer = inference_from_payload(random_payload)
+    assert inference_from_payload(random_payload) is infer  # the worker's later tasks reuse it
+    assert list(model_module._MODELS) == [("tensorflow", random_payload.sha256, TEST_IMAGE_SIZE, 1)]
 
     images = np.random.default_rng(0).integers(0, 256, (3, TEST_IMAGE_SIZE, TEST_IMAGE_SIZE, 3), dtype=np.uint8)
     reference = build_backbone(TEST_IMAGE_SIZE)
@@ -96,6 +118,14 @@ def test_worker_builds_the_model_once_and_matches_keras(random_payload):
     expected = reference.predict(keras.applications.mobilenet_v2.preprocess_input(images.astype("float32")), verbose=0)
     got = infer(images)
     assert got.shape == (3, 1280) and got.dtype == np.float32
+    # Random weights give features of ~1e-11 (no trained batch-norm statistics): compare relatively.
     scale = np.abs(expected).max()
-    assert scale > 0
+    assert scale > 0 and len({row.tobytes() for row in expected}) == 3
     np.testing.assert_allclose(got / scale, expected / scale, atol=1e-5)
+
+
+def test_an_unknown_runtime_is_refused(random_payload):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="unknown runtime 'pytorch'"):
+        inference_from_payload(replace(random_payload, runtime="pytorch", sha256="other"))

@@ -4,7 +4,9 @@ The slow test executes the notebook with nbclient in a kernel of this very inter
 kernelspec is written by the test into a temporary ``JUPYTER_PATH`` (a fresh clone after ``make
 venv`` has none), the parameters cell is replaced (96 px, sample images and output in tmp_path, so
 ``data/`` is never touched) and the real offline weights are used, because random-weight features
-do not recognise the sample fruit and the notebook shows predictions.
+do not recognise the sample fruit and the notebook shows predictions. conf/local.yaml names the
+224 px ``.onnx``; at 96 px the notebook is pointed at the ``.weights.h5`` it was built from, which the
+driver converts for that size.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def test_notebook_runs_the_sample_pipeline_and_shows_the_run(tmp_path, monkeypat
         f"featurize.image_size={IMAGE_SIZE}",
         f"input.path={sample.root}",
         f"output.path={output}",
+        f"model.weights={REAL_WEIGHTS}",  # the .onnx of `make weights` takes 224 px only
         # One classifier candidate instead of four (the MLP dominates): choosing among candidates is
         # tested in test_classifier.py; here it would only triple the run time.
         "classifier.candidates=[{family: logistic_regression, reg_param: 0.01}]",
@@ -127,6 +130,7 @@ def test_notebook_runs_the_sample_pipeline_and_shows_the_run(tmp_path, monkeypat
     assert rows == expected, "the features Parquet must hold exactly one row per sample image"
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["config"]["featurize"]["image_size"] == IMAGE_SIZE, "the parameters cell's overrides were not used"
+    assert manifest["weights"]["uri"] == f"file://{REAL_WEIGHTS}" and manifest["weights"]["runtime"] == "onnxruntime"
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["test"]
 
     # Headline: loud when the weights are not ImageNet.

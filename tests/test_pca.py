@@ -1,10 +1,15 @@
+"""fruitfeat.reduce.pca: the covariance fit as a Spark ML PCAModel, against numpy's SVD and Spark ML's own PCA."""
+
 import numpy as np
 import pytest
 from chispa import assert_approx_df_equality
+from pyspark.ml.feature import PCAModel
 
-from fruitfeat.reduce.pca import PCAInputError, fit_pca, project_features
+from fruitfeat.reduce.pca import PCAInputError, fit_pca, project_features, with_pca
+from fruitfeat.reduce.pca_selection import VarianceTargetError
 
 from .feature_frames import exploded_features
+from .pca_models import spark_pca
 
 
 @pytest.fixture(scope="module")
@@ -30,60 +35,58 @@ def numpy_pca(data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return components * signs, variance[:k]
 
 
-@pytest.mark.parametrize("method", ["covariance", "spark_ml"])
-def test_pca_matches_numpy_svd(spark, frame, data, method):
-    k = 3
-    fitted = fit_pca(frame, k, method=method)
-    model = fitted.model
-    components, variance = numpy_pca(data, k)
-
-    spark_components = model.pc.toArray()
-    signs = np.sign(spark_components[np.abs(components).argmax(axis=0), range(k)])
-    np.testing.assert_allclose(spark_components * signs, components, atol=1e-6)
-    np.testing.assert_allclose(fitted.explained_variance, variance, rtol=1e-6)
-
-    # Spark ML projects the raw (uncentred) vectors onto the components.
-    projected = data.astype(np.float64) @ (components * signs)
-    expected = spark.createDataFrame(
-        [(f"img{i:02d}", "Kiwi", [float(v) for v in row]) for i, row in enumerate(projected)],
+def projected_frame(spark, data: np.ndarray, components: np.ndarray):
+    """Spark ML's convention: the raw (uncentred) vectors times the components."""
+    rows = data.astype(np.float64) @ components
+    return spark.createDataFrame(
+        [(f"img{i:02d}", "Kiwi", [float(v) for v in row]) for i, row in enumerate(rows)],
         "path string, label string, features array<float>",
     )
-    actual = frame.transform(lambda df: project_features(df, model))
-    assert actual.columns == ["path", "label", "features"]
+
+
+def test_pca_matches_numpy_svd(spark, frame, data):
+    k = 3
+    fitted = fit_pca(frame, k)
+    components, variance = numpy_pca(data, k)
+    assert fitted.k == k and fitted.variance_target is None
+
+    ours = fitted.model.pc.toArray()
+    signs = np.sign(ours[np.abs(components).argmax(axis=0), range(k)])
+    np.testing.assert_allclose(ours * signs, components, atol=1e-6)
+    np.testing.assert_allclose(fitted.explained_variance, variance, rtol=1e-6)
+
+    actual = frame.transform(with_pca(fitted.model))
+    assert actual.columns == ["path", "label", "features"] and dict(actual.dtypes)["features"] == "array<float>"
     assert_approx_df_equality(
         exploded_features(actual, 1.0),
-        exploded_features(expected, 1.0),
+        exploded_features(projected_frame(spark, data, components * signs), 1.0),
         precision=1e-3,
         ignore_row_order=True,
         ignore_nullable=True,
     )
 
 
-@pytest.mark.parametrize("method", ["covariance", "spark_ml"])
-def test_packed_features_fit_and_project_like_arrays(spark, frame, data, method):
-    """The job stages packed features: fit and projection must not depend on the encoding."""
-    from fruitfeat.featurize.packed_features import pack_rows
+def test_the_fit_agrees_with_spark_mls_pca(spark, frame, data):
+    """Spark ML's PCA is the oracle here only: fruitfeat fits the covariance itself."""
+    fitted = fit_pca(frame, 3)
+    oracle = spark_pca(frame, 3)
+    np.testing.assert_allclose(fitted.explained_variance, oracle.explainedVariance.toArray(), rtol=1e-6)
+    signs = np.sign(np.sum(oracle.pc.toArray() * fitted.model.pc.toArray(), axis=0))
+    np.testing.assert_allclose(fitted.model.pc.toArray(), oracle.pc.toArray() * signs, atol=1e-6)
 
-    packed = spark.createDataFrame(
-        [(f"img{i:02d}", "Kiwi", blob) for i, blob in enumerate(pack_rows(list(data)))] + [("bad", "Kiwi", None)],
-        "path string, label string, features binary",
-    )
-    fitted = fit_pca(packed.where("features is not null"), 3, method=method)
-    reference = fit_pca(frame, 3, method=method)
-    np.testing.assert_allclose(fitted.explained_variance, reference.explained_variance, rtol=1e-9)
-    np.testing.assert_allclose(np.abs(fitted.model.pc.toArray()), np.abs(reference.model.pc.toArray()), atol=1e-9)
 
-    # numpy projects packed rows (a missing vector stays missing); Spark ML projects the arrays.
-    ours = packed.transform(lambda df: project_features(df, reference.model))
-    assert ours.columns == ["path", "label", "features"] and dict(ours.dtypes)["features"] == "array<float>"
-    assert ours.where("path = 'bad'").first().features is None
-    assert_approx_df_equality(
-        exploded_features(ours.where("features is not null"), 1.0),
-        exploded_features(frame.transform(lambda df: project_features(df, reference.model)), 1.0),
-        precision=1e-6,
-        ignore_row_order=True,
-        ignore_nullable=True,
-    )
+def test_a_variance_target_chooses_k_from_the_whole_spectrum(spark, frame, data):
+    _, variance = numpy_pca(data, 8)
+    cumulative = np.cumsum(variance)
+    target = float(cumulative[1] + 1e-4)  # just over two components' share: three are needed
+    fitted = fit_pca(frame, target)
+    assert (fitted.k, fitted.variance_target) == (3, target)
+    np.testing.assert_allclose(fitted.spectrum, variance, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(fitted.explained_variance, variance[:3], rtol=1e-6)
+    with pytest.raises(PCAInputError, match="the sample covariance needs at least 2 rows"):
+        fit_pca(frame.limit(1), 0.5)  # one row: no variance to share out
+    with pytest.raises(VarianceTargetError, match=r"must be in \(0, 1\]"):
+        fit_pca(frame, 1.5)
 
 
 def test_k_is_checked_against_rows_and_dimension(spark, frame):
@@ -96,8 +99,6 @@ def test_k_is_checked_against_rows_and_dimension(spark, frame):
 
 
 def test_covariance_fit_gives_the_whole_spectrum_and_a_loadable_model(spark, frame, data, tmp_path):
-    from pyspark.ml.feature import PCAModel
-
     fitted = fit_pca(frame, 2)
     _, variance = numpy_pca(data, 8)
     np.testing.assert_allclose(fitted.spectrum, variance, rtol=1e-6, atol=1e-12)
@@ -105,3 +106,10 @@ def test_covariance_fit_gives_the_whole_spectrum_and_a_loadable_model(spark, fra
     loaded = PCAModel.load(str(tmp_path / "pca"))
     assert loaded.getK() == 2
     np.testing.assert_array_equal(loaded.pc.toArray(), fitted.model.pc.toArray())
+    np.testing.assert_array_equal(loaded.explainedVariance.toArray(), fitted.model.explainedVariance.toArray())
+    # The loaded model projects exactly as the fitted one.
+    assert_approx_df_equality(
+        exploded_features(project_features(frame, loaded), 1.0),
+        exploded_features(project_features(frame, fitted.model), 1.0),
+        precision=1e-9, ignore_row_order=True, ignore_nullable=True,
+    )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Bad input is quarantined with its reason, good input in any mode is featurized, nothing is lost."""
+"""Bad input is quarantined with its reason through the whole job, too much of it rejects the run, and a
+fault anywhere leaves the published run as it was. Every test here runs the pipeline: all slow."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ import pytest
 
 from fruitfeat.cli import run_main
 from fruitfeat.errors import RunRejectedError
+from fruitfeat.io.runs import list_runs
 from fruitfeat.pipeline import run_pipeline
 
 from .bad_inputs import MAX_FILE_BYTES, MAX_IMAGE_PIXELS, build_mixed_corpus
 from .conftest import job_config
+
+pytestmark = pytest.mark.slow
+
+EMPTY_MESSAGE = "zero bytes (Spark's binaryFile skips such files), or removed while the job ran"
 
 
 def mixed_config(corpus_root, output, max_fraction=1.0):
@@ -42,52 +48,60 @@ def test_every_bad_file_is_quarantined_once_with_its_reason(spark, mixed_run):
     corpus, _, result = mixed_run
     errors = spark.read.parquet(f"{result.run_path}/errors")
     assert errors.columns == ["path", "label", "split", "reason", "message", "size"]
-    got = {r.path: r.reason for r in errors.collect()}
-    assert got == {f"file:{p}": reason for p, reason in corpus.bad.items()}
-    sizes = {r.path: r.size for r in errors.collect()}
-    assert all(sizes[f"file:{p}"] == p.stat().st_size for p in corpus.bad)
-    assert all(r.message for r in errors.collect())
+    rows = errors.collect()
+    assert len(rows) == len(corpus.bad)
+    assert {r.path: (r.label, r.split, r.reason, r.size) for r in rows} == {
+        f"file:{p}": ("Broken", "Test", reason, p.stat().st_size) for p, reason in corpus.bad.items()
+    }
+    messages = {r.path.rsplit("/", 1)[1]: r.message for r in rows}
+    assert messages["empty.jpg"] == EMPTY_MESSAGE
+    assert messages["huge.png"] == f"{(corpus.root / 'Test/Broken/huge.png').stat().st_size} bytes is over input.max_file_bytes={MAX_FILE_BYTES}"
+    assert messages["bomb.png"] == f"2000x2000 pixels is over the limit of {MAX_IMAGE_PIXELS}"
+    assert messages["photo.jpeg"] == "HEIC is not supported: convert it to JPEG or PNG"
+    assert messages["text.jpg"] == "Pillow cannot identify the file as an image"
 
 
 def test_manifest_accounts_for_every_listed_file(mixed_run):
     corpus, output, result = mixed_run
-    counts = result.manifest["counts"]
-    assert counts == {"listed": len(corpus.good) + len(corpus.bad), "featurized": len(corpus.good), "quarantined": len(corpus.bad)}
+    assert result.manifest["counts"] == {"listed": 23, "featurized": 16, "quarantined": 7}
+    assert (len(corpus.good), len(corpus.bad)) == (16, 7)
     assert result.manifest["quarantine_reasons"] == {
         "empty_file": 1, "corrupt_image": 1, "not_an_image": 1, "unsupported_format": 2, "decompression_bomb": 1, "too_large": 1,
-    }
-    assert json.loads((output / "_LATEST").read_text())["run_id"] == result.run_id
+    }  # fmt: skip
+    latest = json.loads((output / "_LATEST").read_text())
+    assert latest["run_id"] == result.run_id and latest["counts"] == result.manifest["counts"]
 
 
-def test_too_much_quarantine_rejects_the_run_without_publishing(spark, tmp_path):
-    corpus = build_mixed_corpus(tmp_path / "in", good_seeds=1)  # 8 good, 7 bad: 47 % quarantined
-    output = tmp_path / "out"
-    with pytest.raises(RunRejectedError, match=r"46.7% of the listed files were quarantined"):
-        run_pipeline(mixed_config(corpus.root, output, max_fraction=0.2), spark)
-    assert not (output / "_LATEST").exists()
-    (run,) = (output / "runs").iterdir()
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["status"] == "rejected" and manifest["counts"]["quarantined"] == 7
-    assert spark.read.parquet(str(run / "errors")).count() == 7  # the evidence is kept
-    assert not (run / "_RUN_COMPLETE").exists()
-    # The model files, written as soon as the fit ended, are removed again: nothing looks usable.
-    assert sorted(p.name for p in run.iterdir() if not p.name.startswith("_")) == ["errors", "manifest.json"]
-
-
-def test_a_rejected_run_says_so_even_when_its_model_write_failed(spark, tmp_path, monkeypatch):
+def test_too_much_quarantine_rejects_the_run_before_pca(spark, tmp_path, monkeypatch):
     from fruitfeat import pipeline
 
     def fault(*args, **kwargs):
-        raise OSError("injected fault in write_pca_model")
+        raise AssertionError("a rejected run must stop before PCA and the outputs")
 
-    monkeypatch.setattr(pipeline, "write_pca_model", fault)
-    corpus = build_mixed_corpus(tmp_path / "in", good_seeds=1)
+    for stage in ("fit_pca", "write_pca_model"):
+        monkeypatch.setattr(pipeline, stage, fault)
+    corpus = build_mixed_corpus(tmp_path / "in", good_seeds=1)  # 8 good, 7 bad: 46.7 % quarantined
     output = tmp_path / "out"
-    with pytest.raises(RunRejectedError, match="quarantined"):  # the rejection, not the model write's error
+    with pytest.raises(RunRejectedError, match=r"46.7% of the listed files were quarantined, over "
+                                               r"quarantine.max_fraction=20.0%; see .*/errors \(run .* was not published\)"):
         run_pipeline(mixed_config(corpus.root, output, max_fraction=0.2), spark)
+    assert not (output / "_LATEST").exists()
     (run,) = (output / "runs").iterdir()
-    assert json.loads((run / "manifest.json").read_text())["status"] == "rejected"
-    assert sorted(p.name for p in run.iterdir() if not p.name.startswith("_")) == ["errors", "manifest.json"]
+    assert sorted(p.name for p in run.iterdir()) == ["errors", "manifest.json"]  # the evidence only, nothing usable
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert {k: v for k, v in manifest.items() if k != "config"} == {
+        "run_id": run.name,
+        "status": "rejected",
+        "reason": "46.7% of the listed files were quarantined, over quarantine.max_fraction=20.0%",
+        "counts": {"listed": 15, "featurized": 8, "quarantined": 7},
+        "quarantine_reasons": {
+            "empty_file": 1, "corrupt_image": 1, "not_an_image": 1, "unsupported_format": 2,
+            "decompression_bomb": 1, "too_large": 1,
+        },
+        "outputs": {"errors": f"file://{run}/errors"},
+    }  # fmt: skip
+    assert spark.read.parquet(str(run / "errors")).count() == 7
+    assert [(r.run_id, r.status) for r in list_runs(f"file://{output}")] == [(run.name, "rejected")]
 
 
 def test_nothing_featurized_is_an_error_with_exit_code_3(tmp_path, capsys, spark):
@@ -100,16 +114,24 @@ def test_nothing_featurized_is_an_error_with_exit_code_3(tmp_path, capsys, spark
         "model: {weights: random}\nfeaturize: {image_size: 32}\npca: {k: 1}\nspark: {master: 'local[2]'}\n"
     )
     assert run_main(["--config", str(config)]) == 3
-    assert "nothing was featurized" in capsys.readouterr().err
+    (run,) = (tmp_path / "out" / "runs").iterdir()
+    assert capsys.readouterr().err == (
+        "fruitfeat: rejected: nothing was featurized: all 1 listed files were quarantined; "
+        f"see file://{run}/errors (run {run.name} was not published)\n"
+    )
 
 
+#: Every call of run_pipeline's sequence that can fail (each is a name in fruitfeat.pipeline).
 STAGES = [
     "list_input",
     "resolve_weights",
     "featurize_images",
+    "stage_table",
+    "quarantine_table",
     "account_for_listing",
     "fit_pca",
-    "project_features",
+    "with_pca",
+    "write_table",
     "write_pca_model",
     "write_json",
     "publish",
@@ -136,6 +158,7 @@ def test_a_fault_at_any_stage_leaves_the_published_run_untouched(spark, publishe
 
     config, output, good = published_once
     before = _snapshot(output, good.run_id)
+    runs_before = {r.run_id for r in list_runs(f"file://{output}")}
 
     def fault(*args, **kwargs):
         raise OSError(f"injected fault in {stage}")
@@ -146,9 +169,18 @@ def test_a_fault_at_any_stage_leaves_the_published_run_untouched(spark, publishe
             writer, "write_json", lambda s, uri, doc: fault() if uri.endswith("_LATEST") else real(s, uri, doc)
         )
     else:
+        assert callable(getattr(pipeline, stage))
         monkeypatch.setattr(pipeline, stage, fault)
-    with pytest.raises(OSError, match="injected fault"):
+    with pytest.raises(OSError, match=f"injected fault in {stage}"):
         run_pipeline(config, spark)
     assert _snapshot(output, good.run_id) == before
-    latest = json.loads((output / "_LATEST").read_text())
-    assert latest["run_id"] == good.run_id
+    assert json.loads((output / "_LATEST").read_text())["run_id"] == good.run_id
+    # The failed run, once it has written anything, stays visible and is never taken for a complete one.
+    new = [r for r in list_runs(f"file://{output}") if r.run_id not in runs_before]
+    if stage in ("list_input", "resolve_weights", "featurize_images", "stage_table"):
+        assert new == []  # nothing written yet: the staged table is the run's first file
+    elif stage == "latest_pointer":
+        assert [r.status for r in new] == ["complete"]
+    else:
+        assert len(new) == 1 and new[0].status in ("incomplete", "rejected")
+        assert not (output / "runs" / new[0].run_id / "_RUN_COMPLETE").exists()

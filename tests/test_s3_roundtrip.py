@@ -66,15 +66,16 @@ def s3(endpoint: str):
 
 
 @pytest.fixture(scope="module")
-def staged(s3, tmp_path_factory, random_weights_file: Path) -> SampleDataset:
-    """An EU bucket with 12 images under fruits-360/ and the weights + sidecar under weights/."""
+def staged(s3, tmp_path_factory, random_weights_file: Path, onnx_weights_file: Path) -> SampleDataset:
+    """An EU bucket with 12 images under fruits-360/, the weights and the .onnx built from them (+ sidecars) under weights/."""
     root = tmp_path_factory.mktemp("s3-sample")
     data = generate_sample_dataset(root, classes=("Apple Red", "Banana", "Lime"), train_per_class=3, test_per_class=1)
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     for image in data.files:
         s3.upload_file(str(image), BUCKET, f"fruits-360/{image.relative_to(data.root).as_posix()}")
-    for path in (random_weights_file, random_weights_file.with_name(random_weights_file.name + ".provenance.json")):
-        s3.upload_file(str(path), BUCKET, f"weights/{path.name}")
+    for weights in (random_weights_file, onnx_weights_file):
+        for path in (weights, weights.with_name(weights.name + ".provenance.json")):
+            s3.upload_file(str(path), BUCKET, f"weights/{path.name}")
     return data
 
 
@@ -92,7 +93,7 @@ def write_config(
     config = {
         "input": {"path": f"s3a://{BUCKET}/fruits-360/"},
         "output": {"path": f"s3a://{BUCKET}/{prefix}/"},
-        "model": {"weights": f"s3a://{BUCKET}/weights/random.weights.h5"},
+        "model": {"weights": f"s3a://{BUCKET}/weights/random.onnx"},  # as conf/emr.yaml
         "featurize": {"image_size": TEST_IMAGE_SIZE, "batch_size": 8, "arrow_batch_size": 8},
         "pca": {"k": 4},
         "s3": {"endpoint": endpoint, "path_style_access": True, "region": REGION, **s3},
@@ -161,10 +162,13 @@ def submitted(s3, endpoint, staged, tmp_path_factory) -> tuple[subprocess.Comple
     return proc, all_keys(s3) - before, workdir
 
 
-def test_spark_submit_publishes_the_run_in_the_bucket(submitted, s3, staged, random_weights_file, tmp_path):
+def test_spark_submit_publishes_the_run_in_the_bucket(submitted, s3, staged, onnx_weights_file, tmp_path):
     proc, _, _ = submitted
     assert f"s3a://{BUCKET}/fruitfeat/runs/" in proc.stdout
-    check_published_run(s3, staged, random_weights_file, "fruitfeat", tmp_path)
+    manifest = check_published_run(s3, staged, onnx_weights_file, "fruitfeat", tmp_path)
+    # The model the run keeps for `fruitfeat predict` is the .onnx read from the bucket, byte for byte.
+    run = f"fruitfeat/runs/{manifest['run_id']}"
+    assert s3.get_object(Bucket=BUCKET, Key=f"{run}/backbone.onnx")["Body"].read() == onnx_weights_file.read_bytes()
 
 
 def test_spark_submit_writes_only_under_the_output_prefix(submitted):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -57,25 +58,30 @@ def aligned(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[np.ndar
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory, sample_dataset, random_weights_file):
+def local_run(tmp_path_factory, sample_dataset, onnx_weights_file):
+    """As conf/local.yaml: model.weights names the .onnx that `fruitfeat weights` built."""
     tmp = tmp_path_factory.mktemp("submit-local")
-    config, output = write_config(tmp, sample_dataset.root, random_weights_file, "local")
+    config, output = write_config(tmp, sample_dataset.root, onnx_weights_file, "local")
     proc = submit("local[2]", config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, output
 
 
-def test_spark_submit_local_publishes_features(local_run, sample_dataset):
+def test_spark_submit_local_publishes_features(local_run, sample_dataset, onnx_weights_file):
     proc, output = local_run
-    assert "fruitfeat: published run" in proc.stdout and str(output) in proc.stdout
     manifest, features = published(output)
-    assert len(features) == len(sample_dataset.files)
+    assert f"fruitfeat: published run {manifest['run_id']}" in proc.stdout and str(output) in proc.stdout
+    assert sorted(features) == sorted(f"file:{p}" for p in sample_dataset.files)
     assert {len(v) for v in features.values()} == {4}
+    assert manifest["counts"] == {"listed": 18, "featurized": 18, "quarantined": 0}
     assert manifest["weights"]["source"] == "test-random"
+    assert manifest["weights"]["uri"] == f"file://{onnx_weights_file}"
+    assert manifest["weights"]["broadcast_sha256"] == hashlib.sha256(onnx_weights_file.read_bytes()).hexdigest()
     assert manifest["spark"]["master"] == "local[2]"
 
 
 def test_local_cluster_executors_get_the_broadcast_and_agree(local_run, tmp_path, sample_dataset, random_weights_file):
+    """Separate executor processes, fed the .weights.h5 converted on the driver: the local run's .onnx features."""
     config, output = write_config(tmp_path, sample_dataset.root, random_weights_file, "cluster")
     proc = submit(
         "local-cluster[2,1,1024]",
@@ -88,10 +94,7 @@ def test_local_cluster_executors_get_the_broadcast_and_agree(local_run, tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest, cluster = published(output)
     assert manifest["spark"]["master"] == "local-cluster[2,1,1024]"
-
-    # The models were built from the broadcast in Python workers of the executors, not the driver.
-    builders = set(manifest["model_builds"])
-    assert len(builders) >= 2 and manifest["spark"]["driver"] not in builders
+    assert manifest["weights"]["uri"] == f"file://{random_weights_file}" and manifest["weights"]["onnx"]["opset"] == 17
 
     _, local = published(local_run[1])
     assert cluster.keys() == local.keys()
@@ -151,7 +154,7 @@ def test_losing_an_executor_mid_featurization_changes_nothing(tmp_path, spark, r
         killed = None
         deadline = time.monotonic() + 300
         while killed is None and time.monotonic() < deadline and proc.poll() is None:
-            if "featurizing with MobileNetV2" in log_path.read_text():
+            if f"featurizing {len(data.files)} images with MobileNetV2" in log_path.read_text():
                 executors = [p for p, cmd in descendants(proc.pid) if "CoarseGrainedExecutorBackend" in cmd]
                 # A task is running once an executor has spawned Python workers.
                 busy = [p for p in executors if any("pyspark" in cmd for _, cmd in descendants(p))]

@@ -3,13 +3,14 @@ import re
 from datetime import datetime, timezone
 
 import pytest
+from chispa import assert_df_equality
 
 from fruitfeat.io.writer import (
-    STAGING_OPTIONS,
     RunLayout,
     new_run_id,
     publish,
     read_latest,
+    stage_table,
     write_table,
 )
 
@@ -27,6 +28,10 @@ def test_layout_of_a_run():
     assert layout.features == "s3a://bucket/out/runs/R1/features"
     assert layout.errors == "s3a://bucket/out/runs/R1/errors"
     assert layout.manifest == "s3a://bucket/out/runs/R1/manifest.json"
+    assert layout.staged_features == "s3a://bucket/out/runs/R1/_staged_features"
+    assert layout.raw_features == "s3a://bucket/out/runs/R1/raw_features"
+    assert layout.pca_model == "s3a://bucket/out/runs/R1/pca_model"
+    assert layout.complete_marker == "s3a://bucket/out/runs/R1/_RUN_COMPLETE"
     assert layout.latest == "s3a://bucket/out/_LATEST"
 
 
@@ -39,18 +44,27 @@ def test_tables_are_never_overwritten(spark, tmp_path):
     assert spark.read.parquet(target).collect()[0].n == 1
 
 
-def test_staged_features_are_written_plain_and_read_back_equal(spark, tmp_path):
-    import pyarrow.parquet as pq
+def test_staging_writes_once_and_later_stages_read_the_table(spark, tmp_path):
+    """The featurization is the job's whole cost: what comes back is a scan of the written files, not its plan."""
+    from pyspark.sql import functions as F
 
-    rows = [("a", [float(i) + 0.5 for i in range(300)]), ("b", [-1.25] * 300)]
-    df = spark.createDataFrame(rows, "path string, features array<float>").coalesce(1)
-    write_table(df, f"file://{tmp_path}/staged", STAGING_OPTIONS)
-    (part,) = tmp_path.glob("staged/part-*.parquet")
-    column = pq.ParquetFile(part).metadata.row_group(0).column(1)
-    assert column.path_in_schema.endswith("element") and column.compression == "UNCOMPRESSED"
-    assert not any("DICTIONARY" in encoding for encoding in column.encodings)
-    back = sorted(spark.read.parquet(f"file://{tmp_path}/staged").collect())
-    assert [(r.path, list(r.features)) for r in back] == rows
+    rows = [("a", [float(i) + 0.5 for i in range(300)], None), ("b", None, "not_an_image")]
+    schema = "path string, features array<float>, error_reason string"
+    calls = spark.sparkContext.accumulator(0)
+
+    @F.udf("string")
+    def counted(path):
+        calls.add(1)
+        return path
+
+    df = spark.createDataFrame(rows, schema).withColumn("path", counted("path"))
+    staged = stage_table(df, f"file://{tmp_path}/staged")
+    assert calls.value == 2
+    assert_df_equality(staged, spark.createDataFrame(rows, schema), ignore_row_order=True, ignore_nullable=True)
+    assert staged.count() == 2 and calls.value == 2  # reading it again computes nothing
+    assert all(f.startswith(f"file://{tmp_path}/staged/part-") for f in staged.inputFiles())
+    with pytest.raises(Exception, match="already exists"):
+        stage_table(df, f"file://{tmp_path}/staged")
 
 
 def test_publish_marks_the_run_then_points_latest_at_it(spark, tmp_path):
