@@ -290,8 +290,8 @@ CELLS = [
         """
         from IPython.display import Markdown
 
-        from fruitfeat.recognition.stage import PLOTS
         from fruitfeat.recognition.report import PLOT_TITLES
+        from fruitfeat.recognition.stage import PLOTS
 
         for name in PLOTS:
             png = RUN_DIR / "plots" / f"{name}.png"

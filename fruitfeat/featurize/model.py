@@ -1,17 +1,12 @@
-"""MobileNetV2 backbone: built once on the driver, shipped to executors as a broadcast of its weights.
+"""MobileNetV2 backbone: read or built once on the driver, broadcast, built once per Python worker.
 
-The driver resolves the weights source (ImageNet download, a weights file on disk or S3, or random
-for tests), serializes the weight tensors once and broadcasts them. Executors rebuild the
-architecture with ``weights=None`` and load the broadcast tensors: they never touch the network or
-the weights file, and each Python worker builds the model once and reuses it for every task.
-
-Two runtimes (``model.runtime``): ``tensorflow`` broadcasts the ``.npz`` of the weight tensors and
-workers rebuild the Keras model; ``onnxruntime`` converts the Keras model (still built from the same
-weights, which stay the source of truth) to ONNX once on the driver and broadcasts that model, and
-workers run it with ONNX Runtime without importing TensorFlow (fruitfeat/featurize/onnx_export.py).
-
-Either payload is kept between runs by ``fruitfeat.featurize.payload_cache`` (``model.cache``), keyed by the
-weights' content: a later run's driver loads it without building, converting or importing anything.
+Two runtimes (``model.runtime``): ``onnxruntime`` broadcasts an ONNX model and workers run it with
+ONNX Runtime without importing TensorFlow (``fruitfeat/featurize/onnx_export.py``); ``tensorflow``
+broadcasts the ``.npz`` of the weight tensors and workers rebuild the Keras model with
+``weights=None``. The ONNX model is a build artefact: ``fruitfeat weights`` writes it next to the
+``.weights.h5`` (the source of truth), and a config naming the ``.onnx`` makes the driver read and
+broadcast it as it is. A ``.weights.h5`` (or ``imagenet``/``random``) with ``onnxruntime`` is
+converted on the driver for that run. Executors never touch the network or the weights file.
 """
 
 from __future__ import annotations
@@ -26,20 +21,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from fruitfeat.errors import WeightsError
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger(__name__)
 
 PROVENANCE_SUFFIX = ".provenance.json"
-
-
 
 
 def _quiet_tensorflow() -> None:

@@ -36,6 +36,16 @@ def _age_hours(run_id: str, now: datetime) -> float | None:
     return (now - started).total_seconds() / 3600
 
 
+def _manifest_status(spark, path: str) -> str | None:
+    uri = storage.join(path, "manifest.json")
+    if not storage.exists(spark, uri):
+        return None
+    try:
+        return json.loads(storage.read_text(spark, uri)).get("status")
+    except ValueError:  # a manifest cut short: the run did not complete
+        return None
+
+
 def list_runs(output: str, spark=None, now: datetime | None = None) -> list[RunInfo]:
     now = now or datetime.now(timezone.utc)
     latest_uri = storage.join(output, LATEST)
@@ -47,10 +57,8 @@ def list_runs(output: str, spark=None, now: datetime | None = None) -> list[RunI
             status = "published"
         elif storage.exists(spark, storage.join(path, SUCCESS)):
             status = "complete"
-        elif storage.exists(spark, storage.join(path, "manifest.json")):
-            status = "rejected"
-        else:
-            status = "incomplete"
+        else:  # a rejected run's manifest says so; anything else stopped before it was complete
+            status = "rejected" if _manifest_status(spark, path) == "rejected" else "incomplete"
         runs.append(RunInfo(run_id, path, status, _age_hours(run_id, now)))
     return runs
 
