@@ -42,6 +42,7 @@ help:
 	@echo "make emr-package wheel + packed venv + entry script for EMR (docs/emr.md)"
 	@echo "make s3a-jars    the S3A jars for s3a:// outside EMR (cached in .cache/s3a-jars)"
 	@echo "make bench       the benchmark (docs/benchmarks.md)"
+	@echo "make diagrams    redraw docs/images: the EMR deployment, and docs/sizing.md's table and chart from the cited benchmark"
 	@echo "make emr-upload  upload the venv archive, wheel, entry script and config to S3 (docs/emr.md)"
 	@echo "make emr-submit  start a transient EMR cluster running the job (EMR_CLUSTER_ID=j-...: add a step)"
 	@echo "options: CONFIG=conf/local.yaml ARGS='--set pca.k=20'"
@@ -162,3 +163,11 @@ BENCH_ARGS ?=
 .PHONY: bench
 bench: check-java venv
 	$(PY) bench/run_bench.py $(BENCH_ARGS)
+
+# The documentation's figures, drawn from scripts kept beside them: the EMR deployment (from what
+# deploy/emr/cloudformation.yaml creates) and the sizing table and chart (from the benchmark result
+# docs/benchmarks.md cites; another one: .venv/bin/python docs/images/sizing.py --bench bench/results/<ts>.json).
+.PHONY: diagrams
+diagrams: venv
+	$(PY) docs/images/emr_deployment.py
+	$(PY) docs/images/sizing.py

@@ -96,7 +96,7 @@ def test_run_job_flow_sends_the_cluster_and_step_we_built(aws_env: None) -> None
     assert {t["Key"]: t["Value"] for t in cluster["Tags"]}["project"] == "fruitfeat"
     spark = spark_defaults(cluster["Configurations"])
     assert spark["spark.sql.execution.arrow.maxRecordsPerBatch"] == "64"
-    assert spark["spark.executor.memoryOverhead"] == "4g"
+    assert spark["spark.executor.memoryOverhead"] == "3g"
 
     steps = client.list_steps(ClusterId=result.cluster_id)["Steps"]
     assert [s["Id"] for s in steps] == [result.step_id]

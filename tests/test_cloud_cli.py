@@ -16,7 +16,15 @@ import yaml
 
 from fruitfeat.cloud import aws, cli
 
-from .fake_aws import FAKE_SECRET, FAKE_TOKEN, REGION, TEMPLATE, fake_aws, recorded_step
+from .fake_aws import (
+    FAKE_SECRET,
+    FAKE_TOKEN,
+    REGION,
+    TEMPLATE,
+    create_bucket,
+    fake_aws,
+    recorded_step,
+)
 
 WHEEL_NAME = "fruitfeat-0.1.0-py3-none-any.whl"
 
@@ -161,6 +169,24 @@ def test_cli_refuses_a_bucket_outside_the_eu(stack: dict[str, str], tmp_path: Pa
     assert cli.main(["upload", "--region", REGION, "--stack", "fruitfeat"]) == 1  # RegionError.exit_code
     assert capsys.readouterr().err == (
         "fruitfeat: error: bucket 'fruitfeat-us' is in us-east-1, outside the EU: choose an EU bucket\n"
+    )
+    assert "Contents" not in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=stack["DataBucketName"])
+
+
+@pytest.mark.parametrize("region", ["eu-west-2", "eu-central-2"])  # London, Zurich: in Europe, not in the EU
+def test_cli_refuses_london_and_zurich_as_region_and_as_bucket_location(
+    stack: dict[str, str], tmp_path: Path, monkeypatch, capsys, region: str
+) -> None:
+    with pytest.raises(SystemExit) as usage:  # a usage error, before any AWS client exists
+        cli.main(["upload", "--region", region, "--stack", "fruitfeat"])
+    assert usage.value.code == 2
+    assert f"argument --region: region '{region}' is not allowed" in capsys.readouterr().err
+
+    bucket = create_bucket(f"fruitfeat-{region}", region)
+    monkeypatch.chdir(_checkout(tmp_path / "checkout", bucket))
+    assert cli.main(["upload", "--region", REGION, "--stack", "fruitfeat"]) == 1  # RegionError.exit_code
+    assert capsys.readouterr().err == (
+        f"fruitfeat: error: bucket '{bucket}' is in {region}, outside the EU: choose an EU bucket\n"
     )
     assert "Contents" not in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=stack["DataBucketName"])
 

@@ -22,10 +22,10 @@ def test_cluster_configurations_hold_the_job_settings() -> None:
     assert spark["spark.sql.execution.arrow.maxRecordsPerBatch"] == "64"
     assert spark["spark.sql.files.openCostInBytes"] == "65536"
     assert spark["spark.python.worker.reuse"] == "true"
-    assert spark["spark.executor.memoryOverhead"] == "4g"
+    assert spark["spark.executor.memoryOverhead"] == "3g"
     assert spark["spark.dynamicAllocation.enabled"] == "true"
-    # PySpark turns spark.executor.pyspark.memory into RLIMIT_AS per worker; TensorFlow reserves ~3-4 GB of
-    # address space, so a worker crashes under e.g. 2g. Python memory is budgeted in memoryOverhead instead.
+    # PySpark turns spark.executor.pyspark.memory into RLIMIT_AS per worker (address space, not resident
+    # memory): the Python workers are budgeted in memoryOverhead instead, which YARN enforces (docs/emr.md).
     assert "spark.executor.pyspark.memory" not in spark
     (spark_env,) = [c for c in configurations if c["Classification"] == "spark-env"]
     (export,) = spark_env["Configurations"]
@@ -52,9 +52,23 @@ def test_emr_job_profile_does_not_limit_python_address_space() -> None:
     conf = job["spark"].get("conf") or {}
     assert "spark.executor.pyspark.memory" not in conf
     assert (
-        conf.get("spark.executor.memoryOverhead", "4g")
+        conf.get("spark.executor.memoryOverhead", "3g")
         == spark_defaults(requests.load_configurations())["spark.executor.memoryOverhead"]
     )
+
+
+def _gib(size: str) -> float:
+    return float(size[:-1]) / (1024 if size.endswith("m") else 1)
+
+
+def test_executor_memory_packs_two_executors_per_xlarge_node() -> None:
+    """2 cores each, two per m6i.xlarge (12 GiB for YARN): one task slot per vCPU, none idle or doubled."""
+    job = yaml.safe_load((ROOT / "conf" / "emr.yaml").read_text(encoding="utf-8"))
+    spark = {**spark_defaults(requests.load_configurations()), **(job["spark"].get("conf") or {})}
+    container = _gib(spark["spark.executor.memory"]) + _gib(spark["spark.executor.memoryOverhead"])
+    assert spark["spark.executor.cores"] == "2"
+    assert int(12 // container) == 2, container
+    assert _gib(spark["spark.executor.memoryOverhead"]) >= 3  # two workers, JVM native memory, Arrow batches
 
 
 def test_step_fills_every_placeholder() -> None:

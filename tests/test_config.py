@@ -181,6 +181,16 @@ def test_emr_profile_refuses_regions_outside_the_eu(tmp_path, region):
     assert "eu-west-1" in message  # says what is allowed
 
 
+@pytest.mark.parametrize("region", ["eu-west-2", "eu-central-2"])  # London, Zurich: in Europe, not in the EU
+def test_emr_profile_refuses_london_and_zurich(tmp_path, region):
+    from fruitfeat.config.regions import EU_REGIONS
+
+    assert region not in EU_REGIONS
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, EMR), [f"s3.region={region}"])
+    assert f"s3.region: region '{region}' is not allowed" in str(err.value)
+
+
 def test_local_profile_needs_no_region_and_s3_defaults_are_empty(tmp_path):
     config = load_config(write(tmp_path, MINIMAL))
     assert (config.s3.endpoint, config.s3.path_style_access, config.s3.region, config.s3.jars_dir) == (

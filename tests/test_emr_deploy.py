@@ -78,6 +78,7 @@ def test_template_refuses_regions_outside_the_eu(template: dict[str, Any]) -> No
     regions, region_ref = assertion["Assert"]["Fn::Contains"]
     assert region_ref == {"Ref": "AWS::Region"}
     assert tuple(regions) == EU_REGIONS
+    assert not {"eu-west-2", "eu-central-2"} & set(regions)  # London and Zurich are outside the EU
     assert "EU" in assertion["AssertDescription"]
 
 

@@ -1,7 +1,9 @@
 """The EU regions fruitfeat may run in: photos, their EXIF and their file names are personal data.
 
-Its own module, with no AWS client, so that validating a config never needs boto3. The
-CloudFormation template's Rules list the same regions (tests/test_emr_deploy.py checks it).
+Only regions in EU member states: eu-west-2 (London) and eu-central-2 (Zurich) are in Europe but
+outside the EU, so they are refused like any other region. Its own module, with no AWS client, so
+that validating a config never needs boto3. The CloudFormation template's Rules list the same
+regions (tests/test_emr_deploy.py checks it).
 """
 
 from __future__ import annotations
@@ -9,17 +11,13 @@ from __future__ import annotations
 from fruitfeat.errors import RegionError
 
 EU_REGIONS: tuple[str, ...] = (
-    "eu-west-1",
-    "eu-west-2",
-    "eu-west-3",
-    "eu-central-1",
-    "eu-central-2",
-    "eu-north-1",
-    "eu-south-1",
-    "eu-south-2",
+    "eu-west-1",  # Ireland
+    "eu-west-3",  # Paris
+    "eu-central-1",  # Frankfurt
+    "eu-north-1",  # Stockholm
+    "eu-south-1",  # Milan
+    "eu-south-2",  # Spain
 )
-
-
 
 
 def check_region(region: str | None) -> str:
