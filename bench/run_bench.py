@@ -266,7 +266,8 @@ def job_config(images: Path, output: Path, args, **featurize) -> dict:
         "classifier": {"enabled": False},
         "spark": {"master": f"local[{args.cores}]", "app_name": "fruitfeat-bench",
                   "conf": {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
-                           "spark.driver.memory": "4g"}},
+                           "spark.driver.memory": "4g",  # as conf/local.yaml:
+                           "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000"}},
     }
 
 

@@ -15,10 +15,11 @@ from pyspark.sql import SparkSession
 from fruitfeat.config import JobConfig
 from fruitfeat.errors import RunRejectedError
 from fruitfeat.featurize.model import ONNX_MODEL_FILE, WeightsPayload, resolve_weights
+from fruitfeat.featurize.packed import unpack_features
 from fruitfeat.featurize.udf import featurize_images, featurized_rows
 from fruitfeat.io import storage
 from fruitfeat.io.listing import list_input
-from fruitfeat.io.quarantine import Accounting, account_for_listing, quarantine_table
+from fruitfeat.io.quarantine import Accounting, account_for_listing
 from fruitfeat.io.uris import local_path
 from fruitfeat.io.writer import (
     RunLayout,
@@ -83,11 +84,11 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
         log.info("model: %(source)s, %(runtime)s, sha256 %(broadcast_sha256).12s", weights_section(payload))
     with timer.stage("featurize", f"featurizing {listing.file_count} images with MobileNetV2"):
         featurized = featurize_images(listing.images, weights, config.inference_batch_size,
-                                      config.featurize.intra_op_threads, config.input.max_image_pixels)
+                                      config.featurize.intra_op_threads, config.input.max_image_pixels, packed=True)
         staged = stage_table(featurized, layout.staged_features)  # featurized once, read by every later stage
     with timer.stage("account", "writing the errors table and counting where every file went"):
-        write_table(quarantine_table(staged, listing, config.input.max_file_bytes), layout.errors)
-        accounting = account_for_listing(staged, spark.read.parquet(layout.errors), listing.file_count)
+        accounting = account_for_listing(staged, listing, config.input.max_file_bytes)
+        write_table(accounting.errors, layout.errors)
         log.info("featurized %(featurized)d of %(listed)d files (%(quarantined)d quarantined)", accounting.counts)
         _reject_if_needed(spark, layout, config, accounting)
     features = featurized_rows(staged)
@@ -96,7 +97,7 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
     with timer.stage("write", "writing the features and the models"):
         write_table(features.transform(with_pca(fitted.model)), layout.features)
         if config.output.keep_raw_features:
-            write_table(features, layout.raw_features)
+            write_table(unpack_features(features), layout.raw_features)
         _write_models(spark, layout, fitted, payload)
         storage.delete_tree(spark, layout.staged_features)
     recognition = None

@@ -119,3 +119,12 @@ def test_bad_images_are_quarantined_not_fatal(spark, sample_dataset, broadcast_p
     )
     assert quarantined_rows(featurized).columns == ["path", "label", "split", "reason", "message", "size"]
     featurized.unpersist()
+
+
+def test_packed_batches_hold_the_same_float32_values(sample_dataset):
+    contents = pd.Series([sample_dataset.files[0].read_bytes(), b"junk", sample_dataset.files[1].read_bytes()])
+    plain = featurize_batch(contents, mean_colour, TEST_IMAGE_SIZE, batch_size=2)
+    packed = featurize_batch(contents, mean_colour, TEST_IMAGE_SIZE, batch_size=2, packed=True)
+    assert packed["features"][1] is None and packed["error_reason"].tolist() == plain["error_reason"].tolist()
+    for i in (0, 2):
+        np.testing.assert_array_equal(np.frombuffer(packed["features"][i], "<f4"), plain["features"][i])

@@ -57,7 +57,7 @@ def test_weights_section_is_the_provenance_and_what_was_broadcast():
 
 
 def test_rejected_manifest(layout, config):
-    accounting = Accounting(listed=10, featurized=7, reasons={"not_an_image": 2, "too_large": 1})
+    accounting = Accounting(listed=10, featurized=7, reasons={"not_an_image": 2, "too_large": 1}, errors=None)
     reason = accounting.rejection(config.quarantine.max_fraction)
     assert reason == "30.0% of the listed files were quarantined, over quarantine.max_fraction=10.0%"
     manifest = rejected_manifest(layout, config, accounting, reason)
@@ -94,7 +94,7 @@ def test_published_summary(recognition, extra):
 def test_run_manifest_of_a_complete_run(spark, layout, config):
     components = np.eye(4)[:, :2]
     fitted = FittedPCA(pca_model_from_components(spark, components, np.array([0.5, 0.25])), [0.5, 0.25, 0.125, 0.125])
-    accounting = Accounting(listed=10, featurized=9, reasons={"empty_file": 1})
+    accounting = Accounting(listed=10, featurized=9, reasons={"empty_file": 1}, errors=None)
     manifest = run_manifest(spark, layout, config, accounting, fitted, ONNX, None, {"list": 1.5, "featurize": 20.25})
     root = "s3a://fruits-eu/out/runs/20261203T081500Z-0123abcd"
     versions = manifest.pop("versions")
@@ -139,7 +139,7 @@ def test_run_manifest_under_tensorflow_has_no_onnx_model(spark, layout, tmp_path
     )  # fmt: skip
     fitted = FittedPCA(pca_model_from_components(spark, np.eye(3)[:, :1], np.array([1.0])), [1.0, 0.0, 0.0], 0.9)
     payload = WeightsPayload(b"npz", "ef" * 32, 32, {"source": "random"}, "tensorflow", "ef" * 32)
-    manifest = run_manifest(spark, layout, config, Accounting(3, 3, {}), fitted, payload, None, {})
+    manifest = run_manifest(spark, layout, config, Accounting(3, 3, {}, None), fitted, payload, None, {})
     root = "s3a://fruits-eu/out/runs/20261203T081500Z-0123abcd"
     assert manifest["outputs"]["onnx_model"] is None
     assert manifest["outputs"]["raw_features"] == f"{root}/raw_features"

@@ -113,3 +113,25 @@ def test_covariance_fit_gives_the_whole_spectrum_and_a_loadable_model(spark, fra
         exploded_features(project_features(frame, fitted.model), 1.0),
         precision=1e-9, ignore_row_order=True, ignore_nullable=True,
     )  # fmt: skip
+
+
+def test_packed_rows_fit_and_project_like_arrays(spark, frame, data):
+    """The job's staging form (one float32 binary value per row) gives the same model and projection."""
+    from fruitfeat.featurize.packed import pack_rows
+
+    packed = spark.createDataFrame(
+        [(f"img{i:02d}", "Kiwi", blob) for i, blob in enumerate(pack_rows(list(data)))],
+        "path string, label string, features binary",
+    )
+    from_arrays, from_packed = fit_pca(frame, 3), fit_pca(packed, 3)
+    np.testing.assert_allclose(from_packed.model.pc.toArray(), from_arrays.model.pc.toArray(), atol=1e-12)
+    np.testing.assert_allclose(from_packed.explained_variance, from_arrays.explained_variance, rtol=1e-12)
+    projected = packed.transform(with_pca(from_packed.model))
+    assert projected.columns == ["path", "label", "features"] and dict(projected.dtypes)["features"] == "array<float>"
+    assert_approx_df_equality(
+        exploded_features(projected, 1.0),
+        exploded_features(frame.transform(with_pca(from_arrays.model)), 1.0),
+        precision=1e-4,
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )

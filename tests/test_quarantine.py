@@ -5,12 +5,7 @@ from chispa import assert_df_equality
 
 from fruitfeat.featurize.udf import featurize_images
 from fruitfeat.io.listing import list_input
-from fruitfeat.io.quarantine import (
-    ERROR_COLUMNS,
-    Accounting,
-    account_for_listing,
-    quarantine_table,
-)
+from fruitfeat.io.quarantine import ERROR_COLUMNS, Accounting, account_for_listing
 from fruitfeat.io.writer import stage_table
 
 from .bad_inputs import MAX_FILE_BYTES, MAX_IMAGE_PIXELS, build_mixed_corpus, make_tree
@@ -19,10 +14,15 @@ from .feature_frames import ERRORS_SCHEMA, staged_frame
 EMPTY_MESSAGE = "zero bytes (Spark's binaryFile skips such files), or removed while the job ran"
 
 
-def errors_of(spark, staged, listing, max_file_bytes, tmp_path):
-    """The errors table as the pipeline writes it, read back."""
-    quarantine_table(staged, listing, max_file_bytes).write.parquet(str(tmp_path / "errors"))
-    return spark.read.parquet(str(tmp_path / "errors"))
+def account(spark, staged, listing, max_file_bytes, tmp_path):
+    """The accounting, and its errors table as the pipeline writes it, read back."""
+    accounting = account_for_listing(staged, listing, max_file_bytes)
+    accounting.errors.write.parquet(str(tmp_path / "errors"))
+    return accounting, spark.read.parquet(str(tmp_path / "errors"))
+
+
+def without_errors(accounting):
+    return (accounting.listed, accounting.featurized, accounting.reasons)
 
 
 def test_a_clean_input_has_an_empty_errors_table(spark, tmp_path):
@@ -31,11 +31,10 @@ def test_a_clean_input_has_an_empty_errors_table(spark, tmp_path):
     staged = staged_frame(
         spark, tmp_path / "in", [("Training/Lime/a.jpg", 2, [1.0], None, None), ("Test/Lime/b.jpg", 3, [2.0], None, None)]
     )
-    errors = errors_of(spark, staged, listing, 100, tmp_path)
+    accounting, errors = account(spark, staged, listing, 100, tmp_path)
     assert_df_equality(errors, spark.createDataFrame([], ERRORS_SCHEMA), ignore_nullable=True)
     assert errors.columns == list(ERROR_COLUMNS)
-    accounting = account_for_listing(staged, errors, listing.file_count)
-    assert accounting == Accounting(listed=2, featurized=2, reasons={})
+    assert without_errors(accounting) == (2, 2, {})
     assert accounting.counts == {"listed": 2, "featurized": 2, "quarantined": 0}
 
 
@@ -59,7 +58,7 @@ def test_every_kind_of_bad_file_gets_its_reason(spark, tmp_path):
             ("Training/Lime/junk.jpg", 4, None, "not_an_image", "Pillow cannot identify the file as an image"),
         ],
     )
-    errors = errors_of(spark, staged, listing, 100, tmp_path)
+    accounting, errors = account(spark, staged, listing, 100, tmp_path)
     expected = spark.createDataFrame(
         [
             (f"file:{root}/Training/Lime/junk.jpg", "Lime", "Training", "not_an_image",
@@ -70,8 +69,7 @@ def test_every_kind_of_bad_file_gets_its_reason(spark, tmp_path):
         ERRORS_SCHEMA,
     )  # fmt: skip
     assert_df_equality(errors, expected, ignore_row_order=True, ignore_nullable=True)
-    accounting = account_for_listing(staged, errors, listing.file_count)
-    assert accounting == Accounting(listed=4, featurized=1, reasons={"not_an_image": 1, "too_large": 1, "empty_file": 1})
+    assert without_errors(accounting) == (4, 1, {"not_an_image": 1, "too_large": 1, "empty_file": 1})
     assert accounting.counts == {"listed": 4, "featurized": 1, "quarantined": 3}
 
 
@@ -81,21 +79,20 @@ def test_a_file_removed_after_listing_is_quarantined_as_unread(spark, tmp_path):
     make_tree(root, {"Training/Kiwi/a.jpg": b"aa", "Training/Kiwi/gone.jpg": b"bb"})
     listing = list_input(spark, f"file://{root}", ["jpg"], max_file_bytes=100)
     staged = staged_frame(spark, root, [("Training/Kiwi/a.jpg", 2, [1.0], None, None)])
-    errors = errors_of(spark, staged, listing, 100, tmp_path)
+    accounting, errors = account(spark, staged, listing, 100, tmp_path)
     expected = spark.createDataFrame(
         [(f"file:{root}/Training/Kiwi/gone.jpg", "Kiwi", "Training", "empty_file", EMPTY_MESSAGE, 0)], ERRORS_SCHEMA
     )
     assert_df_equality(errors, expected, ignore_nullable=True)
-    assert account_for_listing(staged, errors, listing.file_count).counts == {"listed": 2, "featurized": 1, "quarantined": 1}
+    assert accounting.counts == {"listed": 2, "featurized": 1, "quarantined": 1}
 
 
 def test_a_file_counted_twice_is_an_accounting_error(spark, tmp_path):
     make_tree(tmp_path / "in", {"Training/Lime/a.jpg": b"aa"})
     listing = list_input(spark, f"file://{tmp_path}/in", ["jpg"], max_file_bytes=100)
     twice = staged_frame(spark, tmp_path / "in", [("Training/Lime/a.jpg", 2, [1.0], None, None)] * 2)
-    errors = errors_of(spark, twice, listing, 100, tmp_path)
     with pytest.raises(RuntimeError, match=r"accounting error: 2 featurized and 0 quarantined rows for 1 listed files"):
-        account_for_listing(twice, errors, listing.file_count)
+        account_for_listing(twice, listing, 100)
 
 
 def test_the_mixed_corpus_through_featurizer_and_accounting(spark, tmp_path, broadcast_payload):
@@ -104,7 +101,7 @@ def test_the_mixed_corpus_through_featurizer_and_accounting(spark, tmp_path, bro
     listing = list_input(spark, f"file://{corpus.root}", ["jpg", "jpeg", "png"], max_file_bytes=MAX_FILE_BYTES)
     featurized = featurize_images(listing.images, broadcast_payload, batch_size=4, max_pixels=MAX_IMAGE_PIXELS)
     staged = stage_table(featurized, f"file://{tmp_path}/staged")
-    errors = errors_of(spark, staged, listing, MAX_FILE_BYTES, tmp_path)
+    accounting, errors = account(spark, staged, listing, MAX_FILE_BYTES, tmp_path)
 
     got = {r.path: (r.reason, r.size) for r in errors.collect()}
     assert got == {f"file:{p}": (reason, p.stat().st_size) for p, reason in corpus.bad.items()}
@@ -112,12 +109,11 @@ def test_the_mixed_corpus_through_featurizer_and_accounting(spark, tmp_path, bro
     good = staged.where("error_reason is null")
     assert sorted(r.path for r in good.collect()) == sorted(f"file:{p}" for p in corpus.good)
     assert {len(r.features) for r in good.collect()} == {1280}
-    accounting = account_for_listing(staged, errors, listing.file_count)
-    assert accounting == Accounting(
-        listed=15,
-        featurized=8,
-        reasons={"empty_file": 1, "corrupt_image": 1, "not_an_image": 1, "unsupported_format": 2,
-                 "decompression_bomb": 1, "too_large": 1},
+    assert without_errors(accounting) == (
+        15,
+        8,
+        {"empty_file": 1, "corrupt_image": 1, "not_an_image": 1, "unsupported_format": 2,
+         "decompression_bomb": 1, "too_large": 1},
     )  # fmt: skip
     assert accounting.rejection(0.2) == "46.7% of the listed files were quarantined, over quarantine.max_fraction=20.0%"
     assert accounting.rejection(0.5) is None
@@ -134,6 +130,6 @@ def test_the_mixed_corpus_through_featurizer_and_accounting(spark, tmp_path, bro
     ],
 )
 def test_rejection_of_a_run(featurized, reasons, max_fraction, expected):
-    accounting = Accounting(listed=10, featurized=featurized, reasons=reasons)
+    accounting = Accounting(listed=10, featurized=featurized, reasons=reasons, errors=None)
     assert accounting.quarantined == 10 - featurized
     assert accounting.rejection(max_fraction) == expected

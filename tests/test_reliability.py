@@ -127,7 +127,6 @@ STAGES = [
     "resolve_weights",
     "featurize_images",
     "stage_table",
-    "quarantine_table",
     "account_for_listing",
     "fit_pca",
     "with_pca",

@@ -184,7 +184,7 @@ def onnx_input_size(blob: bytes) -> int | None:
 
 def payload_from_onnx(blob: bytes, image_size: int, provenance: dict[str, Any]) -> WeightsPayload:
     """The broadcast of a prebuilt ONNX backbone: no TensorFlow on the driver."""
-    built_for = onnx_input_size(blob)
+    built_for = provenance.get("image_size") or onnx_input_size(blob)  # the sidecar's, checked with the sha256
     if built_for != image_size:
         raise WeightsError(
             f"{provenance.get('uri', 'the ONNX model')} takes {built_for} px images but featurize.image_size is "

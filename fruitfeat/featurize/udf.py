@@ -21,14 +21,22 @@ from fruitfeat.featurize.decode import (
     decode_image,
 )
 from fruitfeat.featurize.model import WeightsPayload, inference_from_payload
+from fruitfeat.featurize.packed import pack_rows
 
-RESULT_TYPE = T.StructType(
-    [
-        T.StructField("features", T.ArrayType(T.FloatType(), containsNull=False)),
-        T.StructField("error_reason", T.StringType()),
-        T.StructField("error_message", T.StringType()),
-    ]
-)
+
+def _result_type(features: T.DataType) -> T.StructType:
+    return T.StructType(
+        [
+            T.StructField("features", features),
+            T.StructField("error_reason", T.StringType()),
+            T.StructField("error_message", T.StringType()),
+        ]
+    )
+
+
+RESULT_TYPE = _result_type(T.ArrayType(T.FloatType(), containsNull=False))
+#: ``features`` as one float32 binary value per row (``fruitfeat.featurize.packed``): the job's staging form.
+PACKED_RESULT_TYPE = _result_type(T.BinaryType())
 
 
 def featurize_batch(
@@ -37,6 +45,7 @@ def featurize_batch(
     image_size: int,
     batch_size: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    packed: bool = False,
 ) -> pd.DataFrame:
     """One Arrow batch: decode every image, run the good ones through the network in chunks."""
     n = len(contents)
@@ -57,19 +66,23 @@ def featurize_batch(
         out = infer(np.stack(decoded[start : start + batch_size]))
         for j, row in enumerate(out):
             features[positions[start + j]] = row
+    if packed:
+        features = pack_rows(features)
     return pd.DataFrame({"features": features, "error_reason": reasons, "error_message": messages})
 
 
-def make_featurize_udf(weights: Broadcast, batch_size: int, intra_op_threads: int, max_pixels: int = DEFAULT_MAX_PIXELS):
+def make_featurize_udf(
+    weights: Broadcast, batch_size: int, intra_op_threads: int, max_pixels: int = DEFAULT_MAX_PIXELS, packed: bool = False
+):
     """The pandas UDF ``content -> struct<features, error_reason, error_message>``."""
 
     def featurize(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         payload: WeightsPayload = weights.value
         infer = inference_from_payload(payload, intra_op_threads)  # built once per worker process
         for contents in batches:
-            yield featurize_batch(contents, infer, payload.image_size, batch_size, max_pixels)
+            yield featurize_batch(contents, infer, payload.image_size, batch_size, max_pixels, packed)
 
-    return F.pandas_udf(featurize, RESULT_TYPE)
+    return F.pandas_udf(featurize, PACKED_RESULT_TYPE if packed else RESULT_TYPE)
 
 
 def featurize_images(
@@ -78,12 +91,14 @@ def featurize_images(
     batch_size: int = 2,
     intra_op_threads: int = 1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    packed: bool = False,
 ) -> DataFrame:
     """``path, label, split, content`` -> ``path, label, split, size, features, error_reason, error_message``.
 
-    ``features`` is null exactly when ``error_reason`` says why the image was not featurized.
+    ``features`` is null exactly when ``error_reason`` says why the image was not featurized;
+    ``packed`` makes it one float32 binary value per row (``fruitfeat.featurize.packed``), for staging.
     """
-    featurize = make_featurize_udf(weights, batch_size, intra_op_threads, max_pixels)
+    featurize = make_featurize_udf(weights, batch_size, intra_op_threads, max_pixels, packed)
     return images.select(
         "path",
         "label",

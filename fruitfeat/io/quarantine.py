@@ -16,6 +16,7 @@ from fruitfeat.featurize.udf import quarantined_rows
 from fruitfeat.io.listing import ImageListing
 
 ERROR_COLUMNS = ("path", "label", "split", "reason", "message", "size")
+ERRORS_SCHEMA = "path string, label string, split string, reason string, message string, size int"
 
 
 def oversized_rows(oversized: DataFrame, max_file_bytes: int) -> DataFrame:
@@ -41,22 +42,21 @@ def unread_rows(files: DataFrame, read_paths: DataFrame) -> DataFrame:
     )
 
 
-def quarantine_table(staged: DataFrame, listing: ImageListing, max_file_bytes: int) -> DataFrame:
-    """``path, label, split, reason, message, size`` of every listed file that is not a feature row."""
-    decode_errors = quarantined_rows(staged).select(*ERROR_COLUMNS)
+def missing_files(staged: DataFrame, listing: ImageListing, max_file_bytes: int) -> DataFrame:
+    """Listed files that are not staged rows: over the size limit (never read), or skipped by the scan."""
     oversized = oversized_rows(listing.oversized, max_file_bytes).select(*ERROR_COLUMNS)
     read_paths = staged.select("path").unionByName(listing.oversized.select("path"))
-    unread = unread_rows(listing.files(), read_paths).select(*ERROR_COLUMNS)
-    return decode_errors.unionByName(oversized).unionByName(unread)
+    return oversized.unionByName(unread_rows(listing.files(), read_paths).select(*ERROR_COLUMNS))
 
 
 @dataclass(frozen=True)
 class Accounting:
-    """Where every listed file went: ``featurized`` rows, and quarantined rows per reason."""
+    """Where every listed file went: ``featurized`` rows, quarantined rows per reason, and the errors table."""
 
     listed: int
     featurized: int
     reasons: dict[str, int]
+    errors: DataFrame  #: ``path, label, split, reason, message, size``: the run's ``errors/`` table
 
     @property
     def quarantined(self) -> int:
@@ -76,14 +76,27 @@ class Accounting:
         return None
 
 
-def account_for_listing(staged: DataFrame, errors: DataFrame, listed: int) -> Accounting:
-    """Count the feature rows and the written errors per reason; every listed file must be one of them."""
-    featurized = staged.where(F.col("error_reason").isNull()).count()
-    reasons = {row["reason"]: row["count"] for row in errors.groupBy("reason").count().collect()}
-    accounting = Accounting(listed, featurized, reasons)
-    if featurized + accounting.quarantined != listed:
+def account_for_listing(staged: DataFrame, listing: ImageListing, max_file_bytes: int) -> Accounting:
+    """Count the staged outcomes in one aggregate; name the other listed files only when there are any.
+
+    Every listed file up to ``max_file_bytes`` that the scan returned is one staged row. When the
+    staged rows are as many as the listed files, none was oversized or skipped and the aggregate is
+    the whole accounting (a clean input). Otherwise the missing files (normally few) are collected
+    once, so they are counted and written from the same rows.
+    """
+    outcomes = staged.groupBy(F.col("error_reason").alias("reason")).count().collect()
+    reasons = {row["reason"]: row["count"] for row in outcomes}
+    featurized = reasons.pop(None, 0)
+    errors = quarantined_rows(staged).select(*ERROR_COLUMNS)
+    if featurized + sum(reasons.values()) < listing.file_count:
+        missing = missing_files(staged, listing, max_file_bytes).collect()
+        for row in missing:
+            reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+        errors = errors.unionByName(staged.sparkSession.createDataFrame(missing, ERRORS_SCHEMA))
+    accounting = Accounting(listing.file_count, featurized, reasons, errors)
+    if featurized + accounting.quarantined != listing.file_count:
         raise RuntimeError(
             f"accounting error: {featurized} featurized and {accounting.quarantined} quarantined rows for "
-            f"{listed} listed files"
+            f"{listing.file_count} listed files"
         )
     return accounting

@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fruitfeat.errors import PCAInputError
+from fruitfeat.featurize.packed import unpack_matrix
 
 #: Rows per matrix product inside a partition: bounds worker memory (4096 x 1280 float64 = 40 MB).
 CHUNK_ROWS = 4096
@@ -91,9 +92,11 @@ def _merge(a: Stats | None, b: Stats | None) -> Stats | None:
 
 
 def _feature_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """An ``array<float>`` / ``array<double>`` Arrow column, without nulls, as an (n, d) matrix."""
+    """An ``array<float>`` / ``array<double>`` or packed (binary) Arrow column, without nulls, as an (n, d) matrix."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    if pa.types.is_binary(column.type):
+        return unpack_matrix(column)
     n = len(column)
     if n == 0:
         return np.empty((0, 0), dtype=np.float32)
@@ -215,7 +218,8 @@ def covariance_statistics(
 ) -> Stats | None:
     """``(n, mean, centred scatter)`` of the non-null rows of ``input_col``, or None without rows.
 
-    ``input_col`` is ``array<float|double>`` or a Spark ML ``Vector``.
+    ``input_col`` is ``array<float|double>``, a Spark ML ``Vector``, or packed float32 binary
+    (``fruitfeat.featurize.packed``, the job's staging form).
 
     The input is first coalesced (no shuffle) to the cluster's parallelism: one d x d partial per
     core instead of one per input file. ``combine="collect"`` merges the partials on the driver
@@ -223,7 +227,7 @@ def covariance_statistics(
     the driver receives only a few; ``"auto"`` collects up to ``MAX_COLLECTED_PARTIALS``.
     """
     column = F.col(input_col)
-    if not isinstance(df.schema[input_col].dataType, T.ArrayType):
+    if not isinstance(df.schema[input_col].dataType, (T.ArrayType, T.BinaryType)):
         from pyspark.ml.functions import vector_to_array
 
         column = vector_to_array(column, dtype="float64")

@@ -17,8 +17,15 @@ from pyspark.ml.feature import PCAModel
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.linalg import DenseMatrix, DenseVector
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
 
 from fruitfeat.errors import PCAInputError
+from fruitfeat.featurize.packed import (
+    is_packed,
+    matrix_to_list,
+    replace_column,
+    unpack_matrix,
+)
 from fruitfeat.reduce.covariance_pca import covariance_statistics, pca_from_statistics
 from fruitfeat.reduce.pca_selection import resolve_k
 
@@ -86,7 +93,19 @@ def fit_pca(df: DataFrame, k: int | float, input_col: str = "features") -> Fitte
 def project_features(
     df: DataFrame, model: PCAModel, input_col: str = "features", output_col: str = "features"
 ) -> DataFrame:
-    """Replace ``input_col`` (``array<float>``) by its k-dimensional projection, as ``array<float>``."""
+    """Replace ``input_col`` by its k-dimensional projection, as ``array<float>``.
+
+    Packed input (the job's staging form) is projected by numpy in the Python workers, the float64
+    product with the raw vectors that ``PCAModel.transform`` computes; ``array<float>`` input by the
+    model itself in the JVM.
+    """
+    if is_packed(df, input_col):
+        components = df.sparkSession.sparkContext.broadcast(model.pc.toArray())  # d x k, once per executor
+        projected = replace_column(
+            df, input_col, lambda c: matrix_to_list((unpack_matrix(c).astype(np.float64) @ components.value)),
+            T.ArrayType(T.FloatType(), containsNull=False),
+        )
+        return projected.withColumnRenamed(input_col, output_col) if output_col != input_col else projected
     with_vector = df.withColumn(_VECTOR, array_to_vector(input_col))
     projected = model.setInputCol(_VECTOR).setOutputCol(_PROJECTED).transform(with_vector)
     columns = [c for c in df.columns if c != input_col]
