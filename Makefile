@@ -141,7 +141,7 @@ emr-package: wheel
 	# EMR's Spark 3.5.6 puts its own pyspark and py4j on PYTHONPATH: a second copy (~350 MB) would only be in the way.
 	$(EMR_VENV)/bin/pip uninstall --quiet -y pyspark py4j
 	$(EMR_VENV)/bin/python -c "import sys; assert sys.version_info[:2] == (3, 11), sys.version"
-	$(EMR_VENV)/bin/python -c "import fruitfeat.featurize.decode, fruitfeat.featurize.model, tensorflow, pyarrow, pandas, PIL, pydantic, yaml"
+	$(EMR_VENV)/bin/python -c "import fruitfeat.featurize.decode, fruitfeat.featurize.model, onnxruntime, tensorflow, pyarrow, pandas, PIL, pydantic, yaml"
 	$(EMR_VENV)/bin/python -c "from fruitfeat.config import load_config; load_config('conf/emr.yaml')"
 	$(EMR_TOOLS)/bin/venv-pack --quiet -p $(EMR_VENV) -o $(EMR_ARCHIVE)
 	cp jobs/run_pipeline.py conf/emr.yaml dist/
