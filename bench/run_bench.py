@@ -563,6 +563,8 @@ def update_doc(results: dict, text: str, png: Path) -> None:
         "End-to-end runs share one output root, like successive runs of a daily job; the job reads the ONNX model "
         "`fruitfeat weights` builds (the tensorflow run: the .weights.h5).",
         "",
+        f"![throughput and memory of the last run](../bench/results/{png.name})",
+        "",
         text,
         END,
     ])

@@ -63,6 +63,11 @@ def test_staging_writes_once_and_later_stages_read_the_table(spark, tmp_path):
     assert_df_equality(staged, spark.createDataFrame(rows, schema), ignore_row_order=True, ignore_nullable=True)
     assert staged.count() == 2 and calls.value == 2  # reading it again computes nothing
     assert all(f.startswith(f"file://{tmp_path}/staged/part-") for f in staged.inputFiles())
+    import pyarrow.parquet as pq
+
+    columns = [pq.ParquetFile(f.removeprefix("file://")).metadata.row_group(0).column(1)
+               for f in staged.inputFiles() if pq.ParquetFile(f.removeprefix("file://")).metadata.num_row_groups]
+    assert {(c.compression, c.has_dictionary_page) for c in columns} == {("UNCOMPRESSED", False)}  # written plain
     with pytest.raises(Exception, match="already exists"):
         stage_table(df, f"file://{tmp_path}/staged")
 
