@@ -460,10 +460,10 @@ def _pca_table(results: dict) -> list[str]:
         return f"| {name} | {p[method + '_s']:.2f} | {p[method + '_worst_s']:.1f} | {runs} |"
 
     lines = [f"PCA fit on {p['rows']} x {p['dim']} float32 (k={p['k']}, local[{cores}], read from Parquet: "
-             f"{p['input_files']} files, {p['input_partitions']} partitions), one session, the methods alternating "
+             f"{p['input_files']} files, {p['input_partitions']} partitions), one Spark application, the methods alternating "
              f"({len(p['covariance_runs_s'])} fits each):", "",
              "| method (input table) | best seconds | worst (cold) seconds | all runs |", "| --- | ---: | ---: | --- |",
-             row("covariance", "covariance, fruitfeat (`array<float>` rows, as the job stages them)"),
+             row("covariance", "covariance, fruitfeat (`array<float>` rows; the job reads its packed staging table)"),
              row("spark_ml", "`pyspark.ml.feature.PCA` (the same rows as vectors)"), "",
              f"Speed-up (best spark_ml / best covariance) {p['speedup']:.1f}x; max |explained variance difference| over the {p['k']} components "
               f"{p['max_abs_explained_variance_diff']:.2e} (total explained {p['explained_variance_total']:.4f})."]
