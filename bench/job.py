@@ -243,7 +243,7 @@ def _fit(method: str, df, k: int) -> np.ndarray:
 def pca(args: dict) -> dict:
     """covariance PCA vs Spark ML PCA on the same rows x dim float32 data, read back from Parquet.
 
-    Alternating in one session (each method in turn, three times): the first fit of each also warms
+    Alternating in one Spark application (each method in turn, three times): the first fit of each also warms
     the JVM (code generation, the ML classes), so each method's best time is compared and the worst
     (cold) times are kept alongside. The session has the job's Arrow settings (enabled, featurize.arrow_batch_size)."""
     from pyspark.sql import SparkSession
