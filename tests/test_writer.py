@@ -28,7 +28,7 @@ def test_layout_of_a_run():
     assert layout.features == "s3a://bucket/out/runs/R1/features"
     assert layout.errors == "s3a://bucket/out/runs/R1/errors"
     assert layout.manifest == "s3a://bucket/out/runs/R1/manifest.json"
-    assert layout.staged_features == "s3a://bucket/out/runs/R1/_staged_features"
+    assert layout.staged_features == "s3a://bucket/out/runs/R1/staged_features"
     assert layout.raw_features == "s3a://bucket/out/runs/R1/raw_features"
     assert layout.pca_model == "s3a://bucket/out/runs/R1/pca_model"
     assert layout.complete_marker == "s3a://bucket/out/runs/R1/_RUN_COMPLETE"

@@ -52,7 +52,7 @@ class RunLayout:
     @property
     def staged_features(self) -> str:
         """The job's own table of 1280-d features and decode errors: deleted when the run completes."""
-        return storage.join(self.root, "_staged_features")
+        return storage.join(self.root, "staged_features")
 
     @property
     def pca_model(self) -> str:
