@@ -1,13 +1,9 @@
 """The classifier candidates of ``classifier.candidates``: one typed model per family.
 
-Why a union tagged by ``family`` rather than one model with optional fields: each family only
-accepts its own settings, so ``hidden_layers`` on a logistic regression or a typo such as
-``hidden`` is refused with the entry and the key, and an unknown family names the known ones.
-The same models are the candidates the classifier trains, saves and exports, so the config and
-the saved ``classifier.json`` use one format.
-
-Only multinomial logistic regression and a multilayer perceptron are offered: both are a few
-dense matrices that ``fruitfeat predict`` runs in numpy without Spark.
+A union tagged by ``family``, so each family accepts only its own settings (``hidden_layers`` on a
+logistic regression, or a typo, names the entry and the key). The config and the saved
+``classifier.json`` share this format. Both families are a few dense matrices that ``fruitfeat
+predict`` runs in numpy.
 """
 
 from __future__ import annotations
@@ -17,10 +13,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
-    field_validator,
 )
 
 
@@ -30,24 +26,28 @@ def _not_empty(value: tuple[Any, ...]) -> tuple[Any, ...]:
         raise ValueError("must list at least one")
     return value
 
+
+def _not_boolean(value: Any) -> Any:
+    if isinstance(value, bool):  # YAML reads `yes` as True, which would pass as the number 1
+        raise ValueError("must be a number, not a boolean")  # noqa: TRY004 (pydantic reports ValueError only)
+    return value
+
+
+#: For numbers read from YAML.
+NotBoolean = BeforeValidator(_not_boolean)
+
+
 class _CandidateBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("reg_param", "elastic_net_param", "max_iter", mode="before", check_fields=False)
-    @classmethod
-    def _not_boolean(cls, value: Any) -> Any:
-        if isinstance(value, bool):  # YAML reads `yes` as True, which would pass as the number 1
-            raise ValueError("must be a number, not a boolean")  # noqa: TRY004 (pydantic reports ValueError only)
-        return value
 
 
 class LogisticRegressionCandidate(_CandidateBase):
     """Multinomial logistic regression (Spark ML standardises its input itself)."""
 
     family: Literal["logistic_regression"] = "logistic_regression"
-    reg_param: float = Field(default=0.0, ge=0.0, description="Regularisation strength")
-    elastic_net_param: float = Field(default=0.0, ge=0.0, le=1.0, description="0: L2 penalty, 1: L1")
-    max_iter: int = Field(default=100, ge=1)
+    reg_param: Annotated[float, NotBoolean, Field(ge=0.0)] = 0.0
+    elastic_net_param: Annotated[float, NotBoolean, Field(ge=0.0, le=1.0)] = 0.0  # 0: L2 penalty, 1: L1
+    max_iter: Annotated[int, NotBoolean, Field(ge=1)] = 100
 
     @property
     def name(self) -> str:
@@ -58,10 +58,8 @@ class MLPCandidate(_CandidateBase):
     """Multilayer perceptron: sigmoid hidden layers, softmax output, on standardised input."""
 
     family: Literal["mlp"] = "mlp"
-    hidden_layers: Annotated[tuple[Annotated[int, Field(ge=1)], ...], AfterValidator(_not_empty)] = Field(
-        default=(64,), description="Units of each hidden layer"
-    )
-    max_iter: int = Field(default=200, ge=1)
+    hidden_layers: Annotated[tuple[Annotated[int, Field(ge=1)], ...], AfterValidator(_not_empty)] = (64,)
+    max_iter: Annotated[int, NotBoolean, Field(ge=1)] = 200
 
     @property
     def name(self) -> str:
@@ -87,13 +85,3 @@ _CANDIDATE = TypeAdapter(Candidate)
 def candidate_from_dict(data: dict[str, Any]) -> Candidate:
     """A candidate from its ``model_dump`` (or a config entry); raises pydantic's ValidationError."""
     return _CANDIDATE.validate_python(data)
-
-
-__all__ = [
-    "DEFAULT_CANDIDATES",
-    "Candidate",
-    "CandidateList",
-    "LogisticRegressionCandidate",
-    "MLPCandidate",
-    "candidate_from_dict",
-]

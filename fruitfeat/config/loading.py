@@ -36,25 +36,19 @@ def find_credentials(node: Any, where: str = "") -> list[str]:
     return found
 
 
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    return key.strip().split("."), value
-
-
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``dotted.key=value`` strings; values are parsed as YAML scalars so '8' is an int."""
     for item in overrides:
-        keys, value = _parse_override(item)
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+        *sections, name = key.strip().split(".")
         node = data
-        for key in keys[:-1]:
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {key!r} is not a section")
-            node = child
-        node[keys[-1]] = value
+        for section in sections:
+            node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {section!r} is not a section")
+        node[name] = yaml.safe_load(raw) if raw.strip() else ""
     return data
 
 
