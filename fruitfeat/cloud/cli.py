@@ -1,13 +1,8 @@
 """Run fruitfeat on Amazon EMR: upload the artefacts, start a transient cluster (or add a step), watch it.
 
-``make emr-upload`` / ``emr-submit`` / ``emr-status`` run ``python -m fruitfeat.cloud.cli`` from the
-repository root. The files that only a checkout has (entry script, dist/ archive and wheel,
-conf/emr.yaml) are therefore looked up relative to the current directory, and each has an option
-to name it from anywhere else.
-
-Credentials come only from the standard AWS chain (environment, ``AWS_PROFILE``/SSO, instance
-profile): nothing here reads, stores or logs them. Every call is refused outside the EU regions,
-because the photos, their EXIF and their file names are personal data (see docs/gdpr.md).
+``make emr-*`` runs it from the repository root, so the checkout's files (entry script, dist/, conf/emr.yaml)
+default to paths relative to the current directory. Credentials come only from the standard AWS chain,
+and every call stays in the EU: the photos, their EXIF and their file names are personal data (docs/gdpr.md).
 """
 
 from __future__ import annotations
@@ -69,10 +64,6 @@ FILE_HINTS = {
 }
 
 
-def console_url(region: str, cluster_id: str) -> str:
-    return f"https://{region}.console.aws.amazon.com/emr/home?region={region}#/clusterDetails/{cluster_id}"
-
-
 def _eu_region(value: str) -> str:
     """argparse type: a region outside the EU is a usage error, refused before any client exists."""
     try:
@@ -91,12 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"artifacts key prefix (default {DEFAULT_PREFIX!r})")
     common.add_argument("--kms-key-id", help="KMS key ARN for SSE-KMS (default: the stack's DataKeyArn)")
     job = argparse.ArgumentParser(add_help=False)
-    job.add_argument(
-        "--config",
-        type=Path,
-        default=Path(DEFAULT_CONFIG_KEY),
-        help=f"job config, uploaded as conf/<file name> (default {DEFAULT_CONFIG_KEY})",
-    )
+    job.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG_KEY),
+                     help=f"job config, uploaded as conf/<file name> (default {DEFAULT_CONFIG_KEY})")
     waiting = argparse.ArgumentParser(add_help=False)
     waiting.add_argument("--wait", action="store_true", help="poll until the step ends; exit 1 unless it completed")
     waiting.add_argument("--poll-seconds", type=float, default=30.0)
@@ -105,33 +92,20 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fruitfeat.cloud.cli", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    upload = commands.add_parser(
-        "upload", parents=[common, job], help="upload packed venv, wheel, entry script, config"
-    )
+    upload = commands.add_parser("upload", parents=[common, job], help="upload venv, wheel, entry script, config")
     archive, wheel = Path("dist", ENV_ARCHIVE_NAME), Path("dist", f"fruitfeat-{__version__}-py3-none-any.whl")
     upload.add_argument("--env-archive", type=Path, default=archive, help=f"packed venv (default {archive})")
     upload.add_argument("--wheel", type=Path, default=wheel, help=f"the wheel the venv holds (default {wheel})")
     upload.add_argument("--entry", type=Path, default=Path(ENTRY_KEY), help=f"entry script (default {ENTRY_KEY})")
 
-    run = commands.add_parser(
-        "submit",
-        parents=[common, job, waiting],
-        help="start a transient cluster that runs the job, or add the job to --cluster-id",
-    )
+    run = commands.add_parser("submit", parents=[common, job, waiting],
+                              help="start a transient cluster that runs the job, or add the job to --cluster-id")
     run.add_argument("--cluster-id", help="add the step to this running cluster instead of starting one")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="passed to the job as --set KEY=VALUE (repeatable); checked against --config first",
-    )
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="passed to the job as --set KEY=VALUE (repeatable); checked against --config first")
     run.add_argument("--name", default="fruitfeat")
-    run.add_argument("--service-role")
-    run.add_argument("--instance-profile")
-    run.add_argument("--security-configuration")
-    run.add_argument("--log-uri")
+    for option in ("--service-role", "--instance-profile", "--security-configuration", "--log-uri"):
+        run.add_argument(option)  # default: the stack's output (STACK_OUTPUTS)
     run.add_argument("--subnet-id", help="subnet tagged for-use-with-amazon-emr-managed-policies=true")
     run.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
     run.add_argument("--core-count", type=int, default=2)
@@ -197,37 +171,33 @@ def _upload(args: argparse.Namespace, session: boto3.Session) -> int:
     return 0
 
 
+def _wait(args: argparse.Namespace, emr: BaseClient, cluster_id: str, step_id: str) -> int:
+    state = wait_for_step(emr, cluster_id, step_id, args.poll_seconds, args.timeout, report=_echo)
+    return 0 if state == "COMPLETED" else 1
+
+
 def _submit(args: argparse.Namespace, session: boto3.Session) -> int:
     config = _local_file(args, "config")
     _checked_config(config, args.overrides, session.client("s3"), args.bucket)
     emr = session.client("emr")
     job_args = [item for override in args.overrides for item in ("--set", override)]
-    artifacts_uri = s3_uri(args.bucket, args.prefix)
-    config_key = f"conf/{config.name}"
+    step = build_step(
+        s3_uri(args.bucket, args.prefix), f"conf/{config.name}", name=args.name, job_args=job_args,
+        action_on_failure="CONTINUE" if args.cluster_id else None,
+    )
     if args.cluster_id:
-        step = build_step(artifacts_uri, config_key, name=args.name, job_args=job_args, action_on_failure="CONTINUE")
         result = submit(emr, cluster_id=args.cluster_id, step=step)
     else:
-        request = build_cluster_request(
-            step=build_step(artifacts_uri, config_key, name=args.name, job_args=job_args),
-            log_uri=args.log_uri,
-            service_role=args.service_role,
-            instance_profile=args.instance_profile,
-            security_configuration=args.security_configuration,
-            name=args.name,
-            release_label=args.release_label,
-            instance_type=args.instance_type,
-            core_instance_count=args.core_count,
-            subnet_id=args.subnet_id,
-        )
-        result = submit(emr, request)
+        result = submit(emr, build_cluster_request(
+            step=step, log_uri=args.log_uri, service_role=args.service_role, instance_profile=args.instance_profile,
+            security_configuration=args.security_configuration, name=args.name, release_label=args.release_label,
+            instance_type=args.instance_type, core_instance_count=args.core_count, subnet_id=args.subnet_id,
+        ))
     kind = "new transient cluster" if result.new_cluster else "added to running cluster"
     print(f"cluster {result.cluster_id}  step {result.step_id}  ({kind})")
-    print(console_url(args.region, result.cluster_id))
-    if not args.wait:
-        return 0
-    state = wait_for_step(emr, result.cluster_id, result.step_id, args.poll_seconds, args.timeout, report=_echo)
-    return 0 if state == "COMPLETED" else 1
+    region, cluster_id = args.region, result.cluster_id
+    print(f"https://{region}.console.aws.amazon.com/emr/home?region={region}#/clusterDetails/{cluster_id}")
+    return _wait(args, emr, result.cluster_id, result.step_id) if args.wait else 0
 
 
 def _status(args: argparse.Namespace, session: boto3.Session) -> int:
@@ -239,10 +209,7 @@ def _status(args: argparse.Namespace, session: boto3.Session) -> int:
     for step in steps:
         print(f"  step {step['Id']} {step['Name']!r}: {step['Status']['State']}")
     step_id = args.step_id or (steps[0]["Id"] if steps else None)
-    if not (args.wait and step_id):
-        return 0
-    state = wait_for_step(emr, args.cluster_id, step_id, args.poll_seconds, args.timeout, report=_echo)
-    return 0 if state == "COMPLETED" else 1
+    return _wait(args, emr, args.cluster_id, step_id) if args.wait and step_id else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -92,8 +92,7 @@ def build_step(
 
 def load_configurations() -> list[dict[str, Any]]:
     """The cluster's Spark/YARN settings (templates/configurations.json)."""
-    configurations: list[dict[str, Any]] = load_template("configurations.json")
-    return configurations
+    return load_template("configurations.json")
 
 
 def build_cluster_request(
@@ -107,12 +106,7 @@ def build_cluster_request(
     release_label: str = DEFAULT_RELEASE_LABEL,
     instance_type: str = DEFAULT_INSTANCE_TYPE,
     core_instance_count: int = 2,
-    core_volume_gib: int = 64,
     subnet_id: str | None = None,
-    ebs_root_volume_size: int = 32,
-    idle_timeout_seconds: int = 3600,
-    tags: Mapping[str, str] | None = None,
-    configurations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A RunJobFlow request for a transient cluster that runs ``step`` and terminates.
 
@@ -127,35 +121,23 @@ def build_cluster_request(
         raise EmrError("core_instance_count must be at least 1")
     ebs = {
         "EbsBlockDeviceConfigs": [
-            {"VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": core_volume_gib}, "VolumesPerInstance": 1}
+            {"VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": 64}, "VolumesPerInstance": 1}
         ],
         "EbsOptimized": True,
     }
+    group = {"Market": "ON_DEMAND", "InstanceType": instance_type}
     instances: dict[str, Any] = {
         "InstanceGroups": [
-            {
-                "Name": "primary",
-                "InstanceRole": "MASTER",
-                "Market": "ON_DEMAND",
-                "InstanceType": instance_type,
-                "InstanceCount": 1,
-            },
-            {
-                "Name": "core",
-                "InstanceRole": "CORE",
-                "Market": "ON_DEMAND",
-                "InstanceType": instance_type,
-                "InstanceCount": core_instance_count,
-                "EbsConfiguration": ebs,
-            },
+            {"Name": "primary", "InstanceRole": "MASTER", "InstanceCount": 1, **group},
+            {"Name": "core", "InstanceRole": "CORE", "InstanceCount": core_instance_count, **group,
+             "EbsConfiguration": ebs},
         ],
         "KeepJobFlowAliveWhenNoSteps": False,
         "TerminationProtected": False,
     }
     if subnet_id:
         instances["Ec2SubnetId"] = subnet_id
-    all_tags = {"project": "fruitfeat", "fruitfeat-version": __version__, "data-classification": "personal"}
-    all_tags.update(tags or {})
+    tags = {"project": "fruitfeat", "fruitfeat-version": __version__, "data-classification": "personal"}
     return {
         "Name": name,
         "ReleaseLabel": release_label,
@@ -163,12 +145,12 @@ def build_cluster_request(
         "LogUri": log_uri,
         "Instances": instances,
         "Steps": [dict(step)],
-        "Configurations": configurations if configurations is not None else load_configurations(),
+        "Configurations": load_configurations(),
         "SecurityConfiguration": security_configuration,
         "ServiceRole": service_role,
         "JobFlowRole": instance_profile,
-        "AutoTerminationPolicy": {"IdleTimeout": idle_timeout_seconds},
-        "EbsRootVolumeSize": ebs_root_volume_size,
+        "AutoTerminationPolicy": {"IdleTimeout": 3600},
+        "EbsRootVolumeSize": 32,
         "StepConcurrencyLevel": 1,
-        "Tags": [{"Key": k, "Value": v} for k, v in sorted(all_tags.items())],
+        "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())],
     }
