@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-SPLITS: tuple[str, ...] = ("Training", "Test")
 WHITE = (255, 255, 255)
 _SUPERSAMPLE = 3  # draw large, shrink with LANCZOS: cheap anti-aliasing
 _JPEG_QUALITY = 95
