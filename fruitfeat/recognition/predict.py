@@ -1,12 +1,8 @@
 """``fruitfeat predict PHOTO [PHOTO ...]``: the top-3 fruit classes of photos, with the published run.
 
-Why no SparkSession: starting a JVM costs more than the whole prediction. The run's
-``predictor.npz`` holds the PCA and the classifier as numpy arrays (:mod:`fruitfeat.recognition.predictor`);
-MobileNetV2 is rebuilt from the very weights the run used (its manifest says which) and runs once,
-through one ``tf.function`` call for all photos. Photos are decoded exactly as on the executors
-(:func:`fruitfeat.featurize.decode.decode_image`), so any size, mode, orientation or PNG works. A photo that
-cannot be read is reported on stderr in one line and the others are still predicted; the exit code
-is then 1.
+No SparkSession: starting a JVM costs more than the whole prediction. The run's ONNX backbone (or
+MobileNetV2 rebuilt from its weights) and ``predictor.npz`` run in-process, on photos decoded as the
+executors decode them; an unreadable photo is one line on stderr and exit code 1, the others are predicted.
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,22 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from fruitfeat.errors import PredictSetupError
+from fruitfeat.errors import PredictorError, PredictSetupError
 from fruitfeat.featurize.decode import ImageDecodeError, decode_image
 from fruitfeat.featurize.model import ONNX_MODEL_FILE, compile_inference
-from fruitfeat.recognition.predictor import (
-    PREDICTOR_FILE,
-    Predictor,
-    PredictorError,
-    load_predictor,
-)
+from fruitfeat.featurize.weights import file_sha256
+from fruitfeat.recognition.predictor import PREDICTOR_FILE, load_predictor
 
 DEFAULT_OUTPUT = "data/output"
 LATEST = "_LATEST"
 REMOTE_PREFIXES = ("s3://", "s3a://", "s3n://")
 TOP = 3
-
-
+#: Lines TensorFlow's C++ runtime writes to fd 2 before any setting can silence them (README "Notes").
+TF_NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
 
 
 @dataclass(frozen=True)
@@ -51,13 +43,15 @@ class PhotoResult:
     error: str | None = None
 
 
-# ----------------------------------------------------------------- the run
-
-
 def _local(uri: str, what: str) -> Path:
     if uri.startswith(REMOTE_PREFIXES):
         raise PredictSetupError(f"{what} {uri} is on S3: copy the run locally and pass --run DIR")
     return Path(uri.removeprefix("file://"))
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A run's JSON file (manifest.json, metrics.json), None if the run has none."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def resolve_run_dir(output: str | None = None, run: str | None = None) -> Path:
@@ -77,21 +71,6 @@ def resolve_run_dir(output: str | None = None, run: str | None = None) -> Path:
     return _local(pointer["path"], "published run")
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "manifest.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def weights_info(manifest: dict[str, Any] | None, predictor: Predictor) -> dict[str, Any]:
-    """The run manifest's ``weights`` section; the copy inside the predictor if there is no manifest."""
-    if manifest and manifest.get("weights"):
-        return dict(manifest["weights"])
-    return dict(predictor.weights)
-
-
-# ------------------------------------------------------------------ photos
-
-
 def read_photo(path: str, image_size: int) -> np.ndarray:
     """The network input of one photo, or ``ImageDecodeError`` with a one-line reason."""
     file = Path(path)
@@ -106,30 +85,11 @@ def read_photo(path: str, image_size: int) -> np.ndarray:
     return decode_image(data, image_size)
 
 
-def read_photos(paths: Sequence[str], image_size: int) -> tuple[dict[int, np.ndarray], dict[int, PhotoResult]]:
-    """Decoded photos and failures (with their reason), keyed by position in ``paths``."""
-    decoded, failed = {}, {}
-    for position, path in enumerate(paths):
-        try:
-            decoded[position] = read_photo(path, image_size)
-        except ImageDecodeError as exc:
-            failed[position] = PhotoResult(path, error=f"{exc.reason.replace('_', ' ')}: {exc.message}")
-    return decoded, failed
-
-
-# ------------------------------------------------------------------ network
-
-
-#: Lines TensorFlow's C++ runtime writes to fd 2 before any setting can silence them (README "Notes").
-TF_NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
-
-
 @contextmanager
 def tensorflow_noise_filtered() -> Iterator[None]:
-    """Hold fd 2 in a temporary file while TensorFlow starts, then replay it without the known noise.
+    """Hold fd 2 in a temporary file while TensorFlow starts, then replay it without :data:`TF_NOISE`.
 
-    ``TF_CPP_MIN_LOG_LEVEL`` does not reach the oneDNN notice printed at import and at the first
-    graph run; anything else written meanwhile (a real error, a traceback) is still shown.
+    ``TF_CPP_MIN_LOG_LEVEL`` does not reach the oneDNN notice; a real error written meanwhile still shows.
     """
     sys.stderr.flush()
     saved = os.dup(2)
@@ -147,17 +107,6 @@ def tensorflow_noise_filtered() -> Iterator[None]:
             sys.stderr.write("".join(kept))
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def weights_file(info: dict[str, Any], override: str | None) -> Path | None:
     """The local weights file to load (None for 'random'/'imagenet'), checked against the run's sha256."""
     if override is None and "uri" not in info:
@@ -166,7 +115,7 @@ def weights_file(info: dict[str, Any], override: str | None) -> Path | None:
     if not path.is_file():
         raise PredictSetupError(f"weights file {path} does not exist (pass --weights FILE)")
     expected = info.get("file_sha256")
-    if expected and _sha256(path) != expected:
+    if expected and file_sha256(path) != expected:
         raise PredictSetupError(
             f"weights file {path} is not the one the run used (sha256 differs from {expected[:12]}…): "
             "its features would not match the classifier"
@@ -179,7 +128,7 @@ def build_network(info: dict[str, Any], image_size: int, override: str | None = 
     from fruitfeat.featurize.model import build_backbone
 
     path = weights_file(info, override)
-    _quiet_tensorflow()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads
     import keras
 
     with warnings.catch_warnings():
@@ -201,10 +150,7 @@ def build_network(info: dict[str, Any], image_size: int, override: str | None = 
 
 
 def run_onnx_model(run_dir: Path, manifest: dict[str, Any] | None) -> bytes | None:
-    """The ONNX model the run's workers ran, if the run kept one and it is intact.
-
-    The same network as the run's features (no TensorFlow import: ~0.1 s instead of ~3 s).
-    """
+    """The ONNX model the run's workers ran, if the run kept one: no TensorFlow import (~0.1 s, not ~3 s)."""
     path = run_dir / ONNX_MODEL_FILE
     if not path.is_file() or manifest is None:
         return None
@@ -212,15 +158,6 @@ def run_onnx_model(run_dir: Path, manifest: dict[str, Any] | None) -> bytes | No
     if hashlib.sha256(data).hexdigest() != manifest.get("weights", {}).get("broadcast_sha256"):
         raise PredictSetupError(f"{path} does not match the run's manifest (sha256 differs): the run is damaged")
     return data
-
-
-def onnx_extractor(model_bytes: bytes) -> Callable[[np.ndarray], np.ndarray]:
-    from fruitfeat.featurize.onnx_export import OnnxInference
-
-    return OnnxInference(model_bytes, intra_op_threads=0)
-
-
-# ---------------------------------------------------------------- predict
 
 
 def predict_photos(
@@ -231,15 +168,22 @@ def predict_photos(
         predictor = load_predictor(run_dir / PREDICTOR_FILE)
     except PredictorError as exc:
         raise PredictSetupError(str(exc)) from None
-    decoded, results = read_photos(photos, predictor.image_size)
+    decoded, results = {}, {}
+    for position, photo in enumerate(photos):
+        try:
+            decoded[position] = read_photo(photo, predictor.image_size)
+        except ImageDecodeError as exc:
+            results[position] = PhotoResult(photo, error=f"{exc.reason.replace('_', ' ')}: {exc.message}")
     if decoded:
-        manifest = read_manifest(run_dir)
+        manifest = read_json(run_dir / "manifest.json")
         images = np.stack(list(decoded.values()))
         onnx = None if weights_override else run_onnx_model(run_dir, manifest)
         if onnx is not None:
-            features = onnx_extractor(onnx)(images)
+            from fruitfeat.featurize.onnx_export import OnnxInference
+
+            features = OnnxInference(onnx, intra_op_threads=0)(images)
         else:
-            info = weights_info(manifest, predictor)
+            info = (manifest or {}).get("weights") or predictor.weights
             with tensorflow_noise_filtered():
                 network = build_network(info, predictor.image_size, weights_override)
                 features = compile_inference(network, predictor.image_size)(images)
@@ -248,27 +192,7 @@ def predict_photos(
     return [results[position] for position in range(len(photos))]
 
 
-def format_result(result: PhotoResult) -> str:
-    """``photo.jpg: Banana 97.1% | Lime 1.8% | Kiwi 0.6%``."""
-    return f"{result.photo}: " + " | ".join(f"{label} {probability:.1%}" for label, probability in result.top)
-
-
-def _json_document(run_dir: Path, results: Sequence[PhotoResult]) -> str:
-    return json.dumps(
-        {
-            "run": str(run_dir),
-            "predictions": [
-                {"photo": r.photo, "top3": [{"label": label, "probability": p} for label, p in r.top]}
-                for r in results
-                if r.error is None
-            ],
-            "errors": [{"photo": r.photo, "error": r.error} for r in results if r.error is not None],
-        },
-        indent=2,
-    )
-
-
-def parser() -> argparse.ArgumentParser:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fruitfeat predict", description="Top-3 fruit classes of photos, with the published run's classifier."
     )
@@ -278,11 +202,7 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--run", help="a run directory (runs/<run_id>) instead of the published one")
     parser.add_argument("--weights", help="local copy of the run's .weights.h5 (e.g. when the manifest names S3)")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout instead of lines")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         run_dir = resolve_run_dir(args.output, args.run)
         results = predict_photos(args.photos, run_dir, args.weights)
@@ -292,10 +212,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for result in results:
         if result.error is not None:
             print(f"fruitfeat predict: error: {result.photo}: {result.error}", file=sys.stderr)
-        elif not args.json:
-            print(format_result(result))
+        elif not args.json:  # photo.jpg: Banana 97.1% | Lime 1.8% | Kiwi 0.6%
+            print(f"{result.photo}: " + " | ".join(f"{label} {p:.1%}" for label, p in result.top))
     if args.json:
-        print(_json_document(run_dir, results))
+        document = {
+            "run": str(run_dir),
+            "predictions": [
+                {"photo": r.photo, "top3": [{"label": label, "probability": p} for label, p in r.top]}
+                for r in results
+                if r.error is None
+            ],
+            "errors": [{"photo": r.photo, "error": r.error} for r in results if r.error is not None],
+        }
+        print(json.dumps(document, indent=2))
     return 1 if any(result.error for result in results) else 0
 
 

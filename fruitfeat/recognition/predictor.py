@@ -1,17 +1,9 @@
-"""A run's recognition chain as plain numpy: PCA projection, classifier, label list, in one ``.npz``.
+"""A run's recognition chain as plain numpy (PCA projection, classifier, labels) in one ``.npz``.
 
-Why: ``fruitfeat predict`` classifies a photo in a couple of seconds with TensorFlow and numpy
-only; starting a SparkSession (JVM, Spark ML) would take longer than the whole prediction. The
-arithmetic is Spark ML's, step by step, so the numpy probabilities equal Spark's:
-
-1. PCA: Spark ML projects the *raw* (uncentred) vector, ``z = x @ pc``; the pipeline stores ``z``
-   as float32, so it is rounded to float32 here too.
-2. MLP only: Spark ML's ``StandardScalerModel``: ``(z - mean) * (1 / std)``, 0 where ``std == 0``.
-3. Dense layers ``h = a @ W + b``: sigmoid between layers, softmax at the end (Spark's
-   ``MultilayerPerceptron`` topology). Multinomial logistic regression is the one-layer case
-   (``W = coefficientMatrix.T``, ``b = interceptVector``).
-
-This module imports numpy only; the export side reads attributes of Spark ML models handed to it.
+Why: ``fruitfeat predict`` must not start a SparkSession. The arithmetic is Spark ML's, so the
+probabilities are Spark's: the uncentred projection ``z = x @ pc`` rounded to float32 as the run stores
+it; for the MLP, Spark's ``StandardScalerModel``; dense layers ``a @ W + b`` with sigmoid between them
+and softmax at the end (multinomial logistic regression is the one-layer case).
 """
 
 from __future__ import annotations
@@ -27,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fruitfeat.errors import PredictorError
+from fruitfeat.io.uris import normalize_location
 
 if TYPE_CHECKING:
     from pyspark.ml.feature import PCAModel
@@ -39,8 +32,6 @@ FORMAT_VERSION = 1
 PREDICTOR_FILE = "predictor.npz"
 
 Layer = tuple[np.ndarray, np.ndarray]  # W (n_in, n_out), b (n_out,)
-
-
 
 
 def unpack_mlp_weights(layer_sizes: Sequence[int], flat: np.ndarray) -> list[Layer]:
@@ -64,23 +55,15 @@ def unpack_mlp_weights(layer_sizes: Sequence[int], flat: np.ndarray) -> list[Lay
     return layers
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    shifted = np.exp(x - x.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def forward(layers: Sequence[Layer], x: np.ndarray) -> np.ndarray:
     """Sigmoid hidden layers, softmax output: Spark's MLP (and, with one layer, multinomial LR)."""
     activation = np.asarray(x, dtype=np.float64)
-    for i, (weights, bias) in enumerate(layers):
-        activation = activation @ weights + bias
-        if i < len(layers) - 1:
-            activation = sigmoid(activation)
-    return softmax(activation)
+    for weights, bias in layers[:-1]:
+        activation = 1.0 / (1.0 + np.exp(-(activation @ weights + bias)))
+    weights, bias = layers[-1]
+    logits = activation @ weights + bias
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -114,7 +97,7 @@ class Predictor:
     def predict_projected(self, z: np.ndarray) -> np.ndarray:
         """PCA features (as in the run's ``features/``) -> class probabilities in label order."""
         z = np.atleast_2d(np.asarray(z, dtype=np.float64))
-        if self.scaler_mean is not None and self.scaler_scale is not None:
+        if self.scaler_mean is not None:
             z = (z - self.scaler_mean) * self.scaler_scale
         return forward(self.layers, z)
 
@@ -131,99 +114,61 @@ class Predictor:
         return result
 
 
-# ----------------------------------------------------------------------- export
-
-
-def classifier_layers(trained: TrainedClassifier) -> list[Layer]:
-    """The Spark model of ``trained`` as dense layers."""
-    model = trained.model
-    if trained.candidate.family == "logistic_regression":
-        coefficients = model.coefficientMatrix.toArray()  # (classes, k)
-        return [(coefficients.T.copy(), model.interceptVector.toArray().copy())]
-    return unpack_mlp_weights(model.getLayers(), model.weights.toArray())
-
-
-def pca_components(pca: PCAModel | np.ndarray) -> np.ndarray:
-    """``(d, k)`` components of a Spark ML ``PCAModel`` (``pc``), or an array that already is one."""
-    matrix = pca.pc.toArray() if hasattr(pca, "pc") else np.asarray(pca)
-    if matrix.ndim != 2:
-        raise PredictorError(f"PCA components must be a (d, k) matrix, got shape {matrix.shape}")
-    return np.ascontiguousarray(matrix, dtype=np.float64)
-
-
-def predictor_arrays(trained: TrainedClassifier, pca: PCAModel | np.ndarray) -> dict[str, np.ndarray]:
-    """The numeric content of ``predictor.npz``: ``pca_components``, ``W<i>``/``b<i>``, scaler."""
-    arrays: dict[str, np.ndarray] = {"pca_components": pca_components(pca)}
-    for i, (weights, bias) in enumerate(classifier_layers(trained)):
-        arrays[f"W{i}"], arrays[f"b{i}"] = weights, bias
-    if trained.scaler is not None:
-        std = trained.scaler.std.toArray()
-        arrays["scaler_mean"] = trained.scaler.mean.toArray().astype(np.float64)
-        arrays["scaler_scale"] = np.where(std != 0.0, 1.0 / np.where(std != 0.0, std, 1.0), 0.0)
-    return arrays
-
-
-def predictor_bytes(
-    trained: TrainedClassifier, pca_model: PCAModel | np.ndarray, *, image_size: int, weights: dict[str, Any]
-) -> tuple[bytes, dict[str, Any]]:
-    """Serialized ``.npz`` (no pickles: the metadata is a JSON string array) and that metadata."""
-    arrays = predictor_arrays(trained, pca_model)
-    if arrays["pca_components"].shape[1] != trained.input_dim:
-        raise PredictorError(
-            f"the PCA has {arrays['pca_components'].shape[1]} components, the classifier expects {trained.input_dim}"
-        )
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "labels": list(trained.labels),
-        "image_size": int(image_size),
-        "weights": dict(weights),
-        "feature_dim": int(arrays["pca_components"].shape[0]),
-        "k": int(arrays["pca_components"].shape[1]),
-        "classifier": trained.candidate.model_dump(mode="json") | {"name": trained.candidate.name},
-        "layers": sum(1 for key in arrays if key.startswith("W")),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    buffer = io.BytesIO()
-    np.savez(buffer, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-    return buffer.getvalue(), meta
-
-
 def export_predictor(
     trained: TrainedClassifier,
-    pca_model: PCAModel | np.ndarray,
+    pca_model: PCAModel,
     path: str | Path,
     *,
     image_size: int,
     weights: dict[str, Any],
     spark: SparkSession | None = None,
 ) -> dict[str, Any]:
-    """Write ``predictor.npz`` to ``path``; returns its metadata.
+    """Write ``predictor.npz`` (a local path, or with ``spark`` any Hadoop URI); returns its metadata.
 
-    ``pca_model`` is the run's Spark ML ``PCAModel`` (or its ``(d, k)`` component matrix).
-
-    ``weights`` is the run manifest's ``weights`` section (source, uri, file_sha256, seed), so
-    ``fruitfeat predict`` can rebuild the very MobileNetV2 that produced the features. Without
-    ``spark`` the path is local; with it, any URI Spark's Hadoop FileSystem can write (S3).
+    ``weights`` is the manifest's section, so ``fruitfeat predict`` can rebuild the very MobileNetV2.
+    No pickles: the metadata is a JSON string array.
     """
-    data, meta = predictor_bytes(trained, pca_model, image_size=image_size, weights=weights)
-    if spark is not None:
-        from fruitfeat.io import storage
-
-        storage.write_bytes(spark, str(path), data)
+    components = pca_model.pc.toArray()
+    model = trained.model
+    if trained.candidate.family == "logistic_regression":
+        layers = [(model.coefficientMatrix.toArray().T, model.interceptVector.toArray())]
     else:
-        target = Path(str(path).removeprefix("file://"))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        layers = unpack_mlp_weights(model.getLayers(), model.weights.toArray())
+    arrays = {"pca_components": components}
+    for i, (w, b) in enumerate(layers):
+        arrays[f"W{i}"], arrays[f"b{i}"] = w, b
+    if trained.scaler is not None:
+        std = trained.scaler.std.toArray()
+        arrays["scaler_mean"] = trained.scaler.mean.toArray()
+        arrays["scaler_scale"] = np.divide(1.0, std, out=np.zeros_like(std), where=std != 0.0)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "labels": list(trained.labels),
+        "image_size": int(image_size),
+        "weights": dict(weights),
+        "feature_dim": int(components.shape[0]),
+        "k": int(components.shape[1]),
+        "classifier": trained.candidate.model_dump(mode="json") | {"name": trained.candidate.name},
+        "layers": len(layers),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+    # Imported here: ``fruitfeat predict`` loads this module and must not load Spark.
+    from fruitfeat.io import storage
+
+    storage.write_bytes(spark, normalize_location(str(path)), buffer.getvalue())
     return meta
 
 
-# ------------------------------------------------------------------------- load
-
-
-def predictor_from_bytes(data: bytes) -> Predictor:
+def load_predictor(path: str | Path) -> Predictor:
+    """Read a ``predictor.npz`` from local disk (a ``file://`` URI is accepted)."""
+    target = Path(str(path).removeprefix("file://"))
     try:
-        archive = np.load(io.BytesIO(data), allow_pickle=False)
+        archive = np.load(target, allow_pickle=False)
+    except FileNotFoundError:
+        raise PredictorError(f"{target} does not exist: the run has no exported predictor") from None
     except (OSError, ValueError) as exc:
         raise PredictorError(f"not a predictor file ({exc})") from None
     with archive:
@@ -232,39 +177,14 @@ def predictor_from_bytes(data: bytes) -> Predictor:
         meta = json.loads(str(archive["meta"]))
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
             raise PredictorError(f"unsupported predictor format {meta.get('format')} v{meta.get('format_version')}")
-        layers = tuple((archive[f"W{i}"], archive[f"b{i}"]) for i in range(int(meta["layers"])))
         scaled = "scaler_mean" in archive.files
         return Predictor(
             labels=tuple(meta["labels"]),
             image_size=int(meta["image_size"]),
             weights=dict(meta["weights"]),
             components=archive["pca_components"],
-            layers=layers,
+            layers=tuple((archive[f"W{i}"], archive[f"b{i}"]) for i in range(int(meta["layers"]))),
             scaler_mean=archive["scaler_mean"] if scaled else None,
             scaler_scale=archive["scaler_scale"] if scaled else None,
             meta=meta,
         )
-
-
-def load_predictor(path: str | Path) -> Predictor:
-    """Read a ``predictor.npz`` from local disk (a ``file://`` URI is accepted)."""
-    target = Path(str(path).removeprefix("file://"))
-    try:
-        data = target.read_bytes()
-    except FileNotFoundError:
-        raise PredictorError(f"{target} does not exist: the run has no exported predictor") from None
-    return predictor_from_bytes(data)
-
-
-__all__ = [
-    "PREDICTOR_FILE",
-    "Predictor",
-    "PredictorError",
-    "export_predictor",
-    "forward",
-    "load_predictor",
-    "pca_components",
-    "predictor_bytes",
-    "predictor_from_bytes",
-    "unpack_mlp_weights",
-]

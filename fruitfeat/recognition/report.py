@@ -1,11 +1,8 @@
 """``make report``: one self-contained HTML page per run (``runs/<run_id>/report.html``).
 
-Why self-contained: the page is mailed, attached to tickets and opened from S3 downloads, so the
-plots are embedded as base64 PNGs and there is no CSS or script to fetch. It reads only the run's
-files (manifest.json, metrics.json, plots/*.png); a plot that is missing but can be drawn from
-those files (explained variance, confusion matrix) is drawn on the fly, the PCA scatter (which
-needs the features and Spark) is otherwise reported as absent. The weights source is shown in a
-warning box whenever it is not ImageNet, because then the features are not ImageNet features.
+It is mailed and attached to tickets, so the plots are embedded PNGs and nothing is fetched. It reads
+only the run's files; a missing plot those files can give is drawn on the fly. Weights that are not
+ImageNet's get a warning box: every number on the page depends on them.
 """
 
 from __future__ import annotations
@@ -13,14 +10,14 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import json
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fruitfeat.recognition.predict import PredictSetupError, resolve_run_dir
+from fruitfeat.errors import PredictSetupError
+from fruitfeat.recognition.predict import read_json, resolve_run_dir
 
 REPORT_FILE = "report.html"
 PLOT_TITLES = {
@@ -53,13 +50,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-# ------------------------------------------------------------------- sections
-
-
 def weights_section(weights: dict[str, Any]) -> str:
     source = weights.get("source", "unknown")
     detail = str(weights.get("description") or weights.get("warning") or weights.get("uri") or "").rstrip(". ")
@@ -84,9 +74,7 @@ def counts_section(manifest: dict[str, Any], metrics: dict[str, Any] | None) -> 
 
 def pca_section(manifest: dict[str, Any]) -> str:
     pca = manifest.get("pca", {})
-    variance = pca.get("explained_variance") or []
-    total = pca.get("explained_variance_total", sum(variance) if variance else None)
-    rows = [["k (components kept)", pca.get("k", len(variance))], ["explained variance", _pct(total)]]
+    rows = [["k (components kept)", pca.get("k")], ["explained variance", _pct(pca.get("explained_variance_total"))]]
     if pca.get("variance_target") is not None:
         rows.append(["variance target", _pct(pca["variance_target"])])
     return "<h2>PCA</h2>" + _table(["", ""], rows)
@@ -128,23 +116,17 @@ def metrics_section(test: dict[str, Any]) -> str:
     return "<h2>Test metrics</h2>" + headline + "<h3>Per class</h3>" + per_class
 
 
-# ---------------------------------------------------------------------- plots
-
-
 def _fallback_plot(name: str, manifest: dict[str, Any], metrics: dict[str, Any] | None, out: Path) -> Path | None:
     """Draw a missing plot from the run's JSON files, if they hold what it needs."""
-    from fruitfeat.recognition.plots import (
-        plot_confusion_matrix,
-        plot_explained_variance,
-    )
+    from fruitfeat.recognition import plots  # loads matplotlib and Spark
 
     pca = manifest.get("pca", {})
-    spectrum = pca.get("explained_variance_all") or pca.get("spectrum") or pca.get("explained_variance")
+    spectrum = pca.get("spectrum") or pca.get("explained_variance")
     if name == "explained_variance" and spectrum:
-        return plot_explained_variance(spectrum, int(pca.get("k", len(spectrum))), out, pca.get("variance_target"))
+        return plots.plot_explained_variance(spectrum, pca["k"], out, pca.get("variance_target"))
     test = (metrics or {}).get("test")
     if name == "confusion_matrix" and test and test["rows"]:
-        return plot_confusion_matrix(test["confusion_matrix"], test["labels"], out)
+        return plots.plot_confusion_matrix(test["confusion_matrix"], test["labels"], out)
     return None
 
 
@@ -161,9 +143,6 @@ def plot_section(run_dir: Path, manifest: dict[str, Any], metrics: dict[str, Any
             data = base64.b64encode(png.read_bytes()).decode("ascii")
             parts.append(f'<h3>{_e(title)}</h3><img alt="{_e(title)}" src="data:image/png;base64,{data}">')
     return "".join(parts)
-
-
-# --------------------------------------------------------------------- render
 
 
 def render_html(run_dir: Path, manifest: dict[str, Any], metrics: dict[str, Any] | None) -> str:
@@ -186,11 +165,11 @@ def render_html(run_dir: Path, manifest: dict[str, Any], metrics: dict[str, Any]
 def render_report(run_dir: str | Path) -> Path:
     """Write ``<run_dir>/report.html`` (a local run directory or ``file://`` URI) and return its path."""
     run_dir = Path(str(run_dir).removeprefix("file://"))
-    manifest = _read_json(run_dir / "manifest.json")
+    manifest = read_json(run_dir / "manifest.json")
     if manifest is None:
         raise FileNotFoundError(f"{run_dir}/manifest.json does not exist: not a fruitfeat run directory")
     target = run_dir / REPORT_FILE
-    target.write_text(render_html(run_dir, manifest, _read_json(run_dir / "metrics.json")), encoding="utf-8")
+    target.write_text(render_html(run_dir, manifest, read_json(run_dir / "metrics.json")), encoding="utf-8")
     return target
 
 
