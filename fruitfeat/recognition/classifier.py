@@ -1,13 +1,8 @@
 """The trained fruit classifier: what training returns, how it predicts, how it is saved and loaded.
 
-Why a module apart from :mod:`fruitfeat.recognition.training`: evaluation, the exported predictor
-and ``classifier/`` on disk only need the fitted model and its label order, not how it was chosen.
-
-- The label <-> index mapping is the sorted list of Training labels, kept in
-  :class:`TrainedClassifier` and saved, instead of a StringIndexer whose order is frequency-based
-  and implicit.
-- ``classifier.json`` stores the chosen candidate and every candidate's validation score, so a
-  loaded classifier describes itself exactly like the one that was trained.
+Apart from :mod:`~fruitfeat.recognition.training` because evaluation, the predictor and ``classifier/``
+need only the model and its explicit label order (sorted Training labels, not a StringIndexer's
+frequency order). ``classifier.json`` keeps every candidate's score, so a loaded classifier is the trained one.
 """
 
 from __future__ import annotations
@@ -98,9 +93,6 @@ class TrainedClassifier:
         }
 
 
-# ------------------------------------------------------------------- prediction
-
-
 def score_frame(model: Model, scaler: StandardScalerModel | None, df: DataFrame) -> DataFrame:
     """``df`` (with ``_clf_vector``) plus the model's raw, probability and prediction columns."""
     features = SCALED_COL if scaler is not None else VECTOR_COL
@@ -120,9 +112,9 @@ def top_labels(probability: Column, labels: Sequence[str], k: int = TOP_K) -> Co
     return F.transform(best, lambda s: F.element_at(names, 1 - s["neg_i"]))
 
 
-def predict_frame(df: DataFrame, trained: TrainedClassifier, features_col: str = "features") -> DataFrame:
+def predict_frame(df: DataFrame, trained: TrainedClassifier) -> DataFrame:
     """``df`` plus ``prediction`` (label), ``probability`` (array<double>, label order) and ``top3``."""
-    vectors = df.withColumn(VECTOR_COL, array_to_vector(features_col))
+    vectors = df.withColumn(VECTOR_COL, array_to_vector("features"))
     scored = score_frame(trained.model, trained.scaler, vectors)
     probability = vector_to_array(F.col(PROBABILITY_COL), dtype="float64")
     top = top_labels(probability, trained.labels)
@@ -132,9 +124,6 @@ def predict_frame(df: DataFrame, trained: TrainedClassifier, features_col: str =
         probability.alias("probability"),
         top.alias("top3"),
     )
-
-
-# ------------------------------------------------------------------ persistence
 
 
 def save_classifier(spark: SparkSession, trained: TrainedClassifier, uri: str) -> None:
@@ -150,12 +139,11 @@ def load_classifier(spark: SparkSession, uri: str) -> TrainedClassifier:
     """The inverse of :func:`save_classifier` (scores and settings come back from the JSON)."""
     summary = json.loads(storage.read_text(spark, storage.join(uri, "classifier.json")))
     candidate = candidate_from_dict(summary["chosen_candidate"])
-    if isinstance(candidate, LogisticRegressionCandidate):
-        model: Model = LogisticRegressionModel.load(storage.join(uri, "model"))
-        scaler = None
-    else:
-        model = MultilayerPerceptronClassificationModel.load(storage.join(uri, "model"))
-        scaler = StandardScalerModel.load(storage.join(uri, "scaler"))
+    mlp = not isinstance(candidate, LogisticRegressionCandidate)
+    model: Model = (MultilayerPerceptronClassificationModel if mlp else LogisticRegressionModel).load(
+        storage.join(uri, "model")
+    )
+    scaler = StandardScalerModel.load(storage.join(uri, "scaler")) if mlp else None
     scores = tuple(
         CandidateScore(
             candidate_from_dict(s["candidate"]), s["validation_accuracy"], s["validation_log_loss"],
@@ -167,14 +155,3 @@ def load_classifier(spark: SparkSession, uri: str) -> TrainedClassifier:
         tuple(summary["labels"]), candidate, model, scaler, scores, int(summary["input_dim"]),
         int(summary["training_rows"]), int(summary["seed"]), float(summary["validation_fraction"]),
     )
-
-
-__all__ = [
-    "CandidateScore",
-    "TrainedClassifier",
-    "load_classifier",
-    "predict_frame",
-    "save_classifier",
-    "score_frame",
-    "top_labels",
-]

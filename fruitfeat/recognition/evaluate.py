@@ -1,12 +1,8 @@
 """Classifier metrics from a predictions DataFrame, computed by Spark aggregation.
 
-Why: only the (true, predicted) pair counts leave the executors: at most classes² small rows, the
-confusion matrix itself, however many photos were predicted. Every metric follows from it, plus
-one sum for top-3 hits computed in the same aggregation.
-
-Conventions (those of scikit-learn's ``zero_division=0``): a class never predicted has precision 0,
-a class never present has recall 0; macro-F1 averages over the classes that occur as truth or as a
-prediction. Rows with a null true label are ignored.
+Only the (true, predicted) pair counts leave the executors, at most classes² rows; every metric follows
+from them. scikit-learn's ``zero_division=0`` conventions; macro-F1 averages the classes that occur as
+truth or prediction; rows without a true label are ignored.
 """
 
 from __future__ import annotations
@@ -18,15 +14,12 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 
-def pair_counts(
-    df: DataFrame, label_col: str = "label", prediction_col: str = "prediction", top_col: str | None = "top3"
-) -> DataFrame:
+def pair_counts(df: DataFrame) -> DataFrame:
     """``label, prediction, count, top_hits``: one row per (true, predicted) pair that occurs."""
-    hit = F.col(prediction_col) == F.col(label_col)
-    in_top = F.array_contains(F.col(top_col), F.col(label_col)) if top_col else hit
+    in_top = F.array_contains(F.col("top3"), F.col("label"))
     return (
-        df.where(F.col(label_col).isNotNull())
-        .groupBy(F.col(label_col).alias("label"), F.col(prediction_col).alias("prediction"))
+        df.where(F.col("label").isNotNull())
+        .groupBy("label", "prediction")
         .agg(F.count(F.lit(1)).alias("count"), F.sum(F.coalesce(in_top, F.lit(False)).cast("long")).alias("top_hits"))
     )
 
@@ -70,19 +63,13 @@ def per_class_metrics(matrix: Sequence[Sequence[int]], order: Sequence[str]) -> 
     return rows
 
 
-def evaluate(
-    predictions_df: DataFrame,
-    labels: Sequence[str],
-    label_col: str = "label",
-    prediction_col: str = "prediction",
-    top_col: str | None = "top3",
-) -> dict[str, Any]:
+def evaluate(predictions_df: DataFrame, labels: Sequence[str]) -> dict[str, Any]:
     """Top-1/top-3 accuracy, macro-F1, per-class P/R/F1/support and the confusion matrix (JSON-ready).
 
     ``predictions_df`` is :func:`fruitfeat.recognition.classifier.predict_frame`'s output (``label``,
     ``prediction``, ``top3``); ``labels`` the classifier's label order, which the matrix follows.
     """
-    collected = pair_counts(predictions_df, label_col, prediction_col, top_col).collect()
+    collected = pair_counts(predictions_df).collect()
     pairs = [(row["label"], row["prediction"], int(row["count"])) for row in collected]
     order = label_order(labels, [true for true, _, _ in pairs] + [predicted for _, predicted, _ in pairs])
     matrix = confusion_matrix(pairs, order)
@@ -99,6 +86,3 @@ def evaluate(
         "per_class": per_class,
         "confusion_matrix": matrix,
     }
-
-
-__all__ = ["confusion_matrix", "evaluate", "label_order", "pair_counts", "per_class_metrics"]

@@ -1,9 +1,7 @@
 """PNG plots of a run: explained variance, a 2-D PCA scatter, the confusion matrix.
 
-Why the object-oriented matplotlib API (``Figure`` on a ``FigureCanvasAgg``, never ``pyplot``):
-it renders with Agg without a display and without changing matplotlib's global backend, so it is
-safe on a headless driver and inside tests. Fruits-360 has 100+ classes, so legends, annotations
-and tick labels shrink or disappear past :data:`MANY_CLASSES` instead of covering the picture.
+Matplotlib's ``Figure`` on Agg, never ``pyplot``: headless, and no global backend change. Fruits-360
+has 100+ classes, so legends, annotations and ticks shrink or disappear past :data:`MANY_CLASSES`.
 """
 
 from __future__ import annotations
@@ -43,9 +41,6 @@ def class_colours(n: int) -> list[tuple[float, float, float, float]]:
     return [cmap(i / max(n - 1, 1)) for i in range(n)]
 
 
-# ------------------------------------------------------------ explained variance
-
-
 def shown_components(ratios: np.ndarray, chosen_k: int) -> int:
     """Components worth drawing: up to 99.9 % cumulative variance (or twice ``k``), not a flat tail of 1280."""
     cumulative = np.cumsum(ratios)
@@ -58,8 +53,6 @@ def plot_explained_variance(
 ) -> Path:
     """Cumulative explained variance per component count, with the chosen ``k`` (and target) marked."""
     ratios = np.asarray(variance_ratios_all, dtype=np.float64)
-    if ratios.ndim != 1 or ratios.size == 0:
-        raise ValueError("no explained variance ratios to plot")
     if not 1 <= chosen_k <= ratios.size:
         raise ValueError(f"chosen k={chosen_k} is outside the {ratios.size} components given")
     total = ratios.size
@@ -91,9 +84,6 @@ def plot_explained_variance(
     return _save(figure, path)
 
 
-# ---------------------------------------------------------------- PCA scatter
-
-
 @dataclass(frozen=True)
 class ScatterSample:
     """What the scatter shows: points per class actually collected to the driver."""
@@ -106,14 +96,9 @@ class ScatterSample:
         return sum(self.sampled_per_class.values())
 
 
-def sample_per_class(
-    df: DataFrame, max_per_class: int, seed: int = 0, label_col: str = "label", key_col: str | None = "path"
-) -> DataFrame:
-    """At most ``max_per_class`` rows of each label, chosen by a seeded hash (or ``rand``) ranking."""
-    if max_per_class < 1:
-        raise ValueError("max_per_class must be at least 1")
-    order = F.xxhash64(F.col(key_col), F.lit(seed)) if key_col and key_col in df.columns else F.rand(seed)
-    window = Window.partitionBy(label_col).orderBy(order)
+def sample_per_class(df: DataFrame, max_per_class: int, seed: int = 0) -> DataFrame:
+    """At most ``max_per_class`` rows of each label: those of lowest ``xxhash64(path, seed)``, on any partitioning."""
+    window = Window.partitionBy("label").orderBy(F.xxhash64(F.col("path"), F.lit(seed)))
     return (
         df.withColumn("_plot_rank", F.row_number().over(window))
         .where(F.col("_plot_rank") <= max_per_class)
@@ -133,27 +118,19 @@ def add_class_legend(axes, n_classes: int) -> None:
 
 
 def plot_pca_scatter(
-    df_with_features_and_label: DataFrame,
-    path: str | Path,
-    max_points_per_class: int = 200,
-    seed: int = 0,
-    features_col: str = "features",
-    label_col: str = "label",
+    features: DataFrame, path: str | Path, max_points_per_class: int = 200, seed: int = 0
 ) -> ScatterSample:
     """First two PCA features coloured by class, from a per-class sample (never the whole table)."""
-    sample = sample_per_class(df_with_features_and_label, max_points_per_class, seed, label_col)
-    first_two = sample.select(
-        F.col(label_col).alias("label"),
-        F.col(features_col)[0].cast("double").alias("x"),
-        F.coalesce(F.col(features_col)[1].cast("double"), F.lit(0.0)).alias("y"),
+    first_two = sample_per_class(features, max_points_per_class, seed).select(
+        "label",
+        F.col("features")[0].cast("double").alias("x"),
+        F.coalesce(F.col("features")[1].cast("double"), F.lit(0.0)).alias("y"),
     )
     rows = first_two.where(F.col("label").isNotNull() & F.col("x").isNotNull()).collect()
-    labels = sorted({row.label for row in rows})
-    counts = {label: 0 for label in labels}
-    points: dict[str, list[tuple[float, float]]] = {label: [] for label in labels}
+    points: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
-        points[row.label].append((row.x, row.y))
-        counts[row.label] += 1
+        points.setdefault(row.label, []).append((row.x, row.y))
+    labels = sorted(points)
     figure = Figure(figsize=(8.5, 6.5) if len(labels) > MANY_CLASSES else (7.5, 6))
     axes = figure.subplots()
     size = 14 if len(labels) <= MANY_CLASSES else 5
@@ -162,14 +139,11 @@ def plot_pca_scatter(
         axes.scatter(xy[:, 0], xy[:, 1], s=size, color=colour, alpha=0.75, label=label, linewidths=0)
     axes.set_xlabel("PCA feature 1")
     axes.set_ylabel("PCA feature 2")
-    axes.set_title(f"PCA features 1-2: {sum(counts.values())} images, at most {max_points_per_class} per class")
+    axes.set_title(f"PCA features 1-2: {len(rows)} images, at most {max_points_per_class} per class")
     axes.grid(True, alpha=0.3)
     if labels:
         add_class_legend(axes, len(labels))
-    return ScatterSample(_save(figure, path), counts)
-
-
-# ----------------------------------------------------------- confusion matrix
+    return ScatterSample(_save(figure, path), {label: len(points[label]) for label in labels})
 
 
 def row_normalised(matrix: np.ndarray) -> np.ndarray:
@@ -203,14 +177,3 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str]
                     colour = "white" if shares[i, j] > 0.5 else "#1a1a1a"
                     axes.text(j, i, str(counts[i, j]), ha="center", va="center", color=colour, fontsize=9)
     return _save(figure, path)
-
-
-__all__ = [
-    "ScatterSample",
-    "add_class_legend",
-    "plot_confusion_matrix",
-    "plot_explained_variance",
-    "plot_pca_scatter",
-    "row_normalised",
-    "sample_per_class",
-]

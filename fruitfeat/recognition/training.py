@@ -1,14 +1,8 @@
 """Training the fruit classifier: every candidate fitted, the best chosen on a validation split.
 
-Why these choices:
-
-- The candidates (:mod:`fruitfeat.config.candidates`) are multinomial logistic regression and a
-  multilayer perceptron only: both are a few dense matrices, so :mod:`fruitfeat.recognition.predictor`
-  can run them in plain numpy next to MobileNetV2 for ``fruitfeat predict`` without a SparkSession.
-- The candidate is chosen on a validation split carved out of the *Training* rows, never on Test,
-  so the Test metrics stay an honest estimate; the winner is then refitted on all Training rows.
-- The split is stratified per label and deterministic: rows are ranked inside their label by a hash
-  of ``(path, seed)``, so the same data and seed always give the same split, on any partitioning.
+The split is carved out of the *Training* rows, so Test stays an honest estimate; the winner is then
+refitted on all of them. It is stratified and deterministic: rows rank inside their label by a hash of
+``(path, seed)``, so the same data and seed give the same split on any partitioning.
 """
 
 from __future__ import annotations
@@ -49,20 +43,17 @@ LOG_LOSS_FLOOR = 1e-15
 IS_VALIDATION_COL = "_clf_is_validation"
 
 
-# ------------------------------------------------------------------ preparation
-
-
-def sorted_labels(df: DataFrame, label_col: str = "label") -> tuple[str, ...]:
+def sorted_labels(df: DataFrame) -> tuple[str, ...]:
     """The distinct non-null labels, sorted: index i of a class is its position here."""
-    rows = df.select(label_col).where(F.col(label_col).isNotNull()).distinct().collect()
+    rows = df.select("label").where(F.col("label").isNotNull()).distinct().collect()
     return tuple(sorted(row[0] for row in rows))
 
 
-def label_index(labels: Sequence[str], label_col: str = "label") -> Column:
-    """0-based index of ``label_col`` in ``labels`` (null if absent), tagged as a nominal ML attribute
+def label_index(labels: Sequence[str]) -> Column:
+    """0-based index of ``label`` in ``labels`` (null if absent), tagged as a nominal ML attribute
     so Spark ML sizes the model for every class even if one is missing from a fit set."""
     mapping = F.create_map(*[F.lit(value) for i, label in enumerate(labels) for value in (label, i)])
-    position = mapping[F.col(label_col)]
+    position = mapping[F.col("label")]
     metadata = {"ml_attr": {"type": "nominal", "num_vals": len(labels), "name": LABEL_INDEX_COL}}
     return position.cast("double").alias(LABEL_INDEX_COL, metadata=metadata)
 
@@ -73,28 +64,16 @@ def validation_counts(n: Column, fraction: float) -> Column:
     return F.greatest(F.least(wanted, n - 1), F.when(n >= 2, 1).otherwise(0))
 
 
-def with_validation_flag(
-    df: DataFrame, fraction: float, seed: int, label_col: str = "label", key_col: str = "path"
-) -> DataFrame:
-    """Add ``_clf_is_validation``: the first ~``fraction`` of each label's rows by ``hash(key, seed)``."""
-    by_label = Window.partitionBy(label_col)
-    ranked = Window.partitionBy(label_col).orderBy(F.xxhash64(F.col(key_col), F.lit(seed)), F.col(key_col))
+def with_validation_flag(df: DataFrame, fraction: float, seed: int) -> DataFrame:
+    """Add ``_clf_is_validation``: the first ~``fraction`` of each label's rows by ``hash(path, seed)``."""
+    by_label = Window.partitionBy("label")
+    ranked = by_label.orderBy(F.xxhash64(F.col("path"), F.lit(seed)), F.col("path"))
     return (
         df.withColumn("_clf_n", F.count(F.lit(1)).over(by_label))
         .withColumn("_clf_rank", F.row_number().over(ranked))
         .withColumn(IS_VALIDATION_COL, F.col("_clf_rank") <= validation_counts(F.col("_clf_n"), fraction))
         .drop("_clf_n", "_clf_rank")
     )
-
-
-def _feature_dim(df: DataFrame, features_col: str) -> int:
-    row = df.select(F.size(features_col)).where(F.col(features_col).isNotNull()).head()
-    if row is None:
-        raise ClassifierInputError("no Training rows with features to train a classifier on")
-    return int(row[0])
-
-
-# -------------------------------------------------------------- fit and scoring
 
 
 def fit_candidate(
@@ -128,11 +107,6 @@ def accuracy_and_log_loss(scored: DataFrame) -> tuple[float, float]:
     return float(row[0] or 0.0), float(row[1] or 0.0)
 
 
-def validation_scores(model: Model, scaler: StandardScalerModel | None, df: DataFrame) -> tuple[float, float]:
-    """Accuracy and log-loss of a fitted candidate on the validation rows ``df``."""
-    return accuracy_and_log_loss(score_frame(model, scaler, df))
-
-
 def select_best(scores: Sequence[CandidateScore]) -> CandidateScore:
     """Highest validation accuracy; among equals the lowest validation log-loss (the better calibrated
     probabilities that ``predict`` prints), then the earlier candidate (``SELECTION_RULE``)."""
@@ -141,21 +115,11 @@ def select_best(scores: Sequence[CandidateScore]) -> CandidateScore:
     return min(scores, key=lambda score: (-score.validation_accuracy, score.validation_log_loss))  # min keeps the first
 
 
-def _check_arguments(candidates: Sequence[Candidate], validation_fraction: float) -> None:
-    if not candidates:
-        raise ClassifierInputError("no classifier candidates given")
-    if not 0.0 < validation_fraction < 1.0:
-        raise ClassifierInputError(f"validation_fraction={validation_fraction} must be in (0, 1)")
-
-
 def train_classifier(
     train_df: DataFrame,
     candidates: Sequence[Candidate] = DEFAULT_CANDIDATES,
     validation_fraction: float = 0.2,
     seed: int = 0,
-    features_col: str = "features",
-    label_col: str = "label",
-    key_col: str = "path",
 ) -> TrainedClassifier:
     """Fit every candidate on the fit part of ``train_df``, pick the best on its validation part,
     refit the winner on all of ``train_df``.
@@ -163,64 +127,46 @@ def train_classifier(
     ``train_df`` holds the Training rows only (``features`` array<float>, ``label``, ``path``). It is
     read several times: pass Parquet or a cached frame, never a featurization plan.
     """
-    _check_arguments(candidates, validation_fraction)
-    labels = sorted_labels(train_df, label_col)
+    if not candidates:
+        raise ClassifierInputError("no classifier candidates given")
+    if not 0.0 < validation_fraction < 1.0:
+        raise ClassifierInputError(f"validation_fraction={validation_fraction} must be in (0, 1)")
+    labels = sorted_labels(train_df)
     if len(labels) < 2:
         raise ClassifierInputError(f"a classifier needs at least 2 classes in the Training rows, found {list(labels)}")
-    dim = _feature_dim(train_df, features_col)
+    first = train_df.select(F.size("features")).where(F.col("features").isNotNull()).head()
+    if first is None:
+        raise ClassifierInputError("no Training rows with features to train a classifier on")
+    dim = int(first[0])
+    usable = train_df.where(F.col("features").isNotNull() & F.col("label").isNotNull())
     prepared = (
-        train_df.where(F.col(features_col).isNotNull() & F.col(label_col).isNotNull())
-        .transform(lambda df: with_validation_flag(df, validation_fraction, seed, label_col, key_col))
-        .select(array_to_vector(features_col).alias(VECTOR_COL), label_index(labels, label_col), IS_VALIDATION_COL)
+        with_validation_flag(usable, validation_fraction, seed)
+        .select(array_to_vector("features").alias(VECTOR_COL), label_index(labels), IS_VALIDATION_COL)
         # The window above leaves spark.sql.shuffle.partitions (200) partitions, and adaptive execution
         # does not coalesce cached plans: every optimizer iteration would run 200 tiny tasks.
         .coalesce(max(1, train_df.sparkSession.sparkContext.defaultParallelism))
         .persist()
     )
     try:
-        return _train_prepared(prepared, labels, candidates, dim, seed, validation_fraction)
+        counts = {row[0]: row[1] for row in prepared.groupBy(IS_VALIDATION_COL).count().collect()}
+        fit_rows, validation_rows = counts.get(False, 0), counts.get(True, 0)
+        if validation_rows == 0:
+            raise ClassifierInputError(
+                "the validation split is empty: every class needs at least 2 Training images to choose a classifier"
+            )
+        fit_df, validation_df = prepared.where(~F.col(IS_VALIDATION_COL)), prepared.where(F.col(IS_VALIDATION_COL))
+        scores = []
+        for candidate in candidates:
+            start = time.perf_counter()
+            model, scaler = fit_candidate(candidate, fit_df, dim, len(labels), seed)
+            accuracy, log_loss = accuracy_and_log_loss(score_frame(model, scaler, validation_df))
+            seconds = round(time.perf_counter() - start, 3)
+            scores.append(CandidateScore(candidate, accuracy, log_loss, fit_rows, validation_rows, seconds))
+            log.info("classifier %s: validation accuracy %.4f, log-loss %.4f", candidate.name, accuracy, log_loss)
+        best = select_best(scores)
+        model, scaler = fit_candidate(best.candidate, prepared, dim, len(labels), seed)
     finally:
         prepared.unpersist()
-
-
-def _split_counts(prepared: DataFrame) -> tuple[int, int]:
-    counts = {row[0]: row[1] for row in prepared.groupBy(IS_VALIDATION_COL).count().collect()}
-    return int(counts.get(False, 0)), int(counts.get(True, 0))
-
-
-def _train_prepared(
-    prepared: DataFrame, labels: tuple[str, ...], candidates: Sequence[Candidate], dim: int, seed: int, fraction: float
-) -> TrainedClassifier:
-    fit_rows, validation_rows = _split_counts(prepared)
-    if validation_rows == 0:
-        raise ClassifierInputError(
-            "the validation split is empty: every class needs at least 2 Training images to choose a classifier"
-        )
-    fit_df, validation_df = prepared.where(~F.col(IS_VALIDATION_COL)), prepared.where(F.col(IS_VALIDATION_COL))
-    scores = []
-    for candidate in candidates:
-        start = time.perf_counter()
-        model, scaler = fit_candidate(candidate, fit_df, dim, len(labels), seed)
-        accuracy, log_loss = validation_scores(model, scaler, validation_df)
-        seconds = round(time.perf_counter() - start, 3)
-        scores.append(CandidateScore(candidate, accuracy, log_loss, fit_rows, validation_rows, seconds))
-        log.info("classifier %s: validation accuracy %.4f, log-loss %.4f", candidate.name, accuracy, log_loss)
-    best = select_best(scores)
-    model, scaler = fit_candidate(best.candidate, prepared, dim, len(labels), seed)
     return TrainedClassifier(
-        labels, best.candidate, model, scaler, tuple(scores), dim, fit_rows + validation_rows, seed, fraction
+        labels, best.candidate, model, scaler, tuple(scores), dim, fit_rows + validation_rows, seed, validation_fraction
     )
-
-
-__all__ = [
-    "IS_VALIDATION_COL",
-    "accuracy_and_log_loss",
-    "fit_candidate",
-    "label_index",
-    "select_best",
-    "sorted_labels",
-    "train_classifier",
-    "validation_counts",
-    "validation_scores",
-    "with_validation_flag",
-]
