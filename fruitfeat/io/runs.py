@@ -17,8 +17,6 @@ from fruitfeat.io import storage
 from fruitfeat.io.uris import is_remote, normalize_location
 from fruitfeat.io.writer import LATEST, SUCCESS
 
-STATUSES = ("published", "complete", "rejected", "incomplete")
-
 
 @dataclass(frozen=True)
 class RunInfo:

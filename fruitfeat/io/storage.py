@@ -1,9 +1,7 @@
-"""Small driver-side file operations on local disk or object stores (S3 via EMRFS or S3A).
+"""The driver's few small files (manifest, _LATEST, weights) on local disk or object stores.
 
-Spark writes the big tables; the driver only needs a few small files (manifest, _LATEST, weights).
-Local paths use Python so that publishing is an atomic rename; object-store URIs go through the
-Hadoop FileSystem of the running JVM, so they need no extra AWS client and see the same credentials
-and endpoint settings as Spark itself.
+Local paths use Python, so publishing is an atomic rename; object-store URIs go through the JVM's
+Hadoop FileSystem, so they need no AWS client and see Spark's own credentials and endpoint settings.
 """
 
 from __future__ import annotations
@@ -87,10 +85,7 @@ def exists(spark: SparkSession, uri: str) -> bool:
 def delete_tree(spark: SparkSession, uri: str) -> None:
     local = local_path(uri)
     if local is not None:
-        if local.is_file():  # a single file, as Hadoop's recursive delete also takes
-            local.unlink()
-        else:
-            shutil.rmtree(local, ignore_errors=True)
+        shutil.rmtree(local, ignore_errors=True)
         return
     fs, path = _hadoop_fs(spark, uri)
     fs.delete(path, True)
