@@ -3,7 +3,12 @@ import pyarrow as pa
 import pytest
 from chispa import assert_df_equality
 
-from fruitfeat.featurize.packed import matrix_to_list, pack_rows, unpack_features, unpack_matrix
+from fruitfeat.featurize.packed import (
+    matrix_to_list,
+    pack_rows,
+    unpack_features,
+    unpack_matrix,
+)
 
 
 def test_pack_rows_is_little_endian_float32_and_keeps_missing_rows():
