@@ -102,3 +102,29 @@ def test_every_good_variant_decodes_to_the_same_picture():
     for name in ("grey.jpg", "sixteen_bit.png"):  # no colour left, the same brightness in all three channels
         assert np.array_equal(decoded[name][..., 0], decoded[name][..., 2]), name
         assert np.abs(decoded[name][..., 0] - luminance).mean() < 8, name
+
+
+def _photo(width: int, height: int) -> np.ndarray:
+    """A smooth phone-sized picture (gradients), as a camera JPEG holds."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([(x / 12) % 256, (y / 9) % 256, ((x + y) / 20) % 256], -1).astype(np.uint8)
+
+
+def test_a_large_jpeg_decoded_at_reduced_scale_matches_the_full_decode():
+    """JPEG draft mode (DCT scaling to at least the network's size) gives the full decode's pixels."""
+    data = encode(Image.fromarray(_photo(2016, 1512)), "JPEG", quality=90)
+    with Image.open(io.BytesIO(data)) as image:
+        full = np.asarray(image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR), dtype=np.int16)
+    drafted = decode_image(data, 224).astype(np.int16)
+    assert drafted.shape == (224, 224, 3)
+    assert np.abs(drafted - full).mean() < 1.0  # of 255 levels
+
+
+def test_a_sideways_large_jpeg_with_its_exif_orientation_equals_the_upright_one():
+    upright = Image.fromarray(_photo(1512, 2016))  # portrait, as seen
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: a viewer turns it 90 degrees clockwise
+    sideways = encode(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=90, exif=exif)
+    straight = encode(upright, "JPEG", quality=90)
+    diff = np.abs(decode_image(sideways, 224).astype(np.int16) - decode_image(straight, 224).astype(np.int16))
+    assert diff.mean() < 2.0

@@ -77,6 +77,8 @@ def decode_image(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -
                     raise ImageDecodeError(
                         "decompression_bomb", f"{width}x{height} pixels is over the limit of {max_pixels}"
                     )
+                if image.format == "JPEG":  # DCT scaling: decode at 1/2, 1/4 or 1/8 size, still >= size
+                    image.draft("RGB", (size, size))
                 image.load()
                 rgb = to_rgb(image)
     except ImageDecodeError:
