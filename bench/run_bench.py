@@ -585,11 +585,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "tensorflow"])
     parser.add_argument("--compare-size", type=int, default=None,
-                        help="size of the other-runtime run; default the smallest size "
-                             "(balance_splits=false runs at the middle size)")
+                        help="size of the other-runtime run; default the smallest size")
     parser.add_argument("--pca-rows", type=int, default=20000, help="0 skips the PCA comparison")
     parser.add_argument("--no-variants", action="store_true",
-                        help="skip the other-runtime and balance_splits=false runs (e.g. for one large size)")
+                        help="skip the other-runtime run (e.g. for one large size)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the generated images and outputs")
     parser.add_argument("--render", type=Path, default=None,
