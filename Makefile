@@ -66,7 +66,7 @@ weights: venv
 	$(VENV)/bin/fruitfeat weights --out $(WEIGHTS)
 
 sample-data: venv
-	$(PY) -m fruitfeat.sample_data --out $(SAMPLE)
+	$(PY) -m fruitfeat.sample_data --out $(SAMPLE) --phone-per-class 1
 
 run-local: check-java venv weights sample-data
 	$(VENV)/bin/spark-submit --master 'local[2]' --driver-memory 4g \

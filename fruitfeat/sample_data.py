@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from fruitfeat import phone_photos
+
 WHITE = (255, 255, 255)
 _SUPERSAMPLE = 3  # draw large, shrink with LANCZOS: cheap anti-aliasing
 _JPEG_QUALITY = 95
@@ -161,6 +163,11 @@ class SampleDataset:
 
 def _photograph(fruit: _Canvas, size: int, rng: np.random.Generator) -> Image.Image:
     """Pose, light and sensor noise vary per shot, like a fruit on a turntable."""
+    return _shot(fruit, size, rng)[0]
+
+
+def _shot(fruit: _Canvas, size: int, rng: np.random.Generator) -> tuple[Image.Image, Image.Image]:
+    """The photograph on white and the mask of its fruit, to set it into another scene."""
     big = fruit.rgb.width
     angle = math.radians(rng.uniform(0.0, 360.0))
     k = 1.0 / rng.uniform(0.85, 1.15)
@@ -182,7 +189,22 @@ def _photograph(fruit: _Canvas, size: int, rng: np.random.Generator) -> Image.Im
     px = np.asarray(rgb, dtype=np.float64)
     lit = px * shade[..., None] + rng.normal(0.0, 2.5, px.shape)
     out = px + (lit - px) * m[..., None]  # background stays the untouched white
-    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8)), mask
+
+
+def phone_subject(name: str, seed: int = 0) -> phone_photos.Subject:
+    """The same fruit as the thumbnails of `name`, drawn at whatever size a photo needs."""
+    if name not in DRAWERS:
+        raise ValueError(f"unknown class {name!r}; known classes: {list(KNOWN_CLASSES)}")
+    cls = KNOWN_CLASSES.index(name)
+
+    def shoot(rng: np.random.Generator, size: int) -> tuple[Image.Image, Image.Image]:
+        big = 2 * size  # drawing is cheap, so the fruit is redrawn rather than kept per size
+        fruit = _Canvas(big)
+        DRAWERS[name](fruit, big / 2.0, 0.32 * big, np.random.default_rng([seed, cls]))
+        return _shot(fruit, size, rng)
+
+    return phone_photos.Subject(name, cls, shoot)
 
 
 def generate_sample_dataset(
@@ -193,11 +215,14 @@ def generate_sample_dataset(
     test_per_class: int = 6,
     image_size: int = 100,
     seed: int = 0,
+    phone_per_class: int = 0,
 ) -> SampleDataset:
     """Write `<root>/<split>/<Class>/*.jpg`; same arguments give identical bytes.
 
     Random streams are keyed by the class's position in KNOWN_CLASSES (not in
     `classes`), so asking for a subset reproduces the same images.
+    `phone_per_class` adds that many 12-megapixel photos (phone_photos) per class
+    to each split; they use their own streams, so the thumbnails do not change.
     """
     names = list(KNOWN_CLASSES if classes is None else classes)
     unknown = [n for n in names if n not in DRAWERS]
@@ -205,7 +230,7 @@ def generate_sample_dataset(
         raise ValueError(f"unknown class(es) {unknown}; known classes: {list(KNOWN_CLASSES)}")
     if not names:
         raise ValueError(f"no classes requested; known classes: {list(KNOWN_CLASSES)}")
-    if train_per_class < 0 or test_per_class < 0:
+    if train_per_class < 0 or test_per_class < 0 or phone_per_class < 0:
         raise ValueError("images per class must be >= 0")
     if image_size < 16:
         raise ValueError("image_size must be >= 16")
@@ -226,6 +251,11 @@ def generate_sample_dataset(
                 path = out_dir / f"{prefix}{i}_{image_size}.jpg"
                 _photograph(fruit, image_size, rng).save(path, "JPEG", quality=_JPEG_QUALITY)
                 files.append(path)
+    if phone_per_class:
+        files += phone_photos.generate_phone_photos(
+            root, (phone_subject(name, seed) for name in dict.fromkeys(names)), seed=seed,
+            per_split={"Training": phone_per_class, "Test": phone_per_class},
+        )
     return SampleDataset(root=root, files=sorted(files))
 
 
@@ -241,12 +271,15 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated subset of: {', '.join(KNOWN_CLASSES)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=100)
+    parser.add_argument("--phone-per-class", type=int, default=0,
+                        help="also write N 12-megapixel phone photos per class to each split")
     args = parser.parse_args(argv)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     try:
         ds = generate_sample_dataset(
             args.out, classes=classes, train_per_class=args.train_per_class,
             test_per_class=args.test_per_class, image_size=args.image_size, seed=args.seed,
+            phone_per_class=args.phone_per_class,
         )
     except ValueError as exc:
         parser.error(str(exc))

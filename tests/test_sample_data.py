@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from fruitfeat.sample_data import KNOWN_CLASSES, generate_sample_dataset, main
+from fruitfeat.phone_photos import (
+    ORIENTATION_TAG,
+    generate_phone_photos,
+    phone_photo,
+    phone_size,
+    shot_layout,
+)
+from fruitfeat.sample_data import (
+    KNOWN_CLASSES,
+    generate_sample_dataset,
+    main,
+    phone_subject,
+)
 
 SMALL = {"train_per_class": 3, "test_per_class": 2}
+ONE_MP = phone_size(1)  # small phone photos keep these tests fast
 
 
 def _sha256s(root: Path) -> dict[str, str]:
@@ -180,3 +194,130 @@ def test_main_rejects_unknown_class(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--out", str(tmp_path), "--classes", "Durian"])
     assert exc.value.code == 2
+
+
+def _decoded(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+def _orientation(img: Image.Image) -> int | None:
+    return img.getexif().get(ORIENTATION_TAG)
+
+
+def _small(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.convert("RGB").reduce(8), dtype=np.float64)
+
+
+def test_phone_size_keeps_the_phone_sensor_shape() -> None:
+    assert phone_size() == (4032, 3024)
+    assert phone_size(12, portrait=True) == (3024, 4032)
+    assert phone_size(48) == (8064, 6048)
+    assert ONE_MP == (1168, 880)
+    with pytest.raises(ValueError):
+        phone_size(0)
+
+
+def test_phone_photo_is_byte_identical_for_the_same_seed() -> None:
+    w, h = ONE_MP
+    a = phone_photo(phone_subject("Lime"), [1, 2], width=w, height=h)
+    b = phone_photo(phone_subject("Lime"), [1, 2], width=w, height=h)
+    c = phone_photo(phone_subject("Lime"), [1, 3], width=w, height=h)
+
+    assert a == b
+    assert a != c
+    assert phone_photo(phone_subject("Lime", seed=1), [1, 2], width=w, height=h) != a  # another fruit
+
+
+@pytest.mark.parametrize("portrait", [False, True])
+def test_phone_photo_is_a_fruit_on_a_lit_textured_surface(portrait: bool) -> None:
+    w, h = phone_size(1, portrait=portrait)
+    img = _decoded(phone_photo(phone_subject("Blueberry"), 3, width=w, height=h))
+
+    assert img.format == "JPEG" and img.mode == "RGB"
+    assert img.size == (w, h)
+    assert _orientation(img) == 1
+    px = np.asarray(img, dtype=np.int16)
+    for corner in (px[:40, :40], px[:40, -40:], px[-40:, :40], px[-40:, -40:]):
+        assert 120 < corner.mean() < 245  # a light surface, neither white nor dark
+        assert corner.std() > 3.0  # texture and sensor noise, not a flat fill
+    blue = px[..., 2] > px[..., 0] + 40  # the blueberry; the surface is near-neutral
+    ys, xs = np.nonzero(blue)
+    extent = max(np.ptp(xs), np.ptp(ys)) / min(w, h)
+    assert 0.40 < extent < 0.75, f"fruit spans {extent:.2f} of the short side"
+    assert abs(xs.mean() / w - 0.5) < 0.12 and abs(ys.mean() / h - 0.5) < 0.12
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_sideways_photo_is_upright_after_exif_transpose(orientation: int) -> None:
+    w, h = phone_size(1, portrait=True)
+    subject = phone_subject("Banana")
+    upright = _decoded(phone_photo(subject, 5, width=w, height=h))
+    stored = _decoded(phone_photo(subject, 5, width=w, height=h, orientation=orientation))
+
+    assert _orientation(stored) == orientation
+    assert stored.size == ((w, h) if orientation == 3 else (h, w))
+    shown = ImageOps.exif_transpose(stored)
+    assert shown.size == upright.size == (w, h)
+    assert np.abs(_small(shown) - _small(upright)).mean() < 1.0  # only JPEG rounding differs
+    if orientation == 3:  # same size, so check the stored pixels really are turned
+        assert np.abs(_small(stored) - _small(upright)).mean() > 5.0
+
+
+def test_shot_layout_alternates_shape_and_turns_every_nth() -> None:
+    layouts = [shot_layout(i, 3) for i in range(7)]
+
+    assert [p for p, _ in layouts] == [False, True, False, True, False, True, False]
+    assert [o for _, o in layouts] == [1, 1, 6, 1, 1, 8, 1]
+    assert {shot_layout(i, 0)[1] for i in range(7)} == {1}
+
+
+def test_generate_phone_photos_layout_and_subset_reproducibility(tmp_path: Path) -> None:
+    kw = {"per_split": {"Training": 3, "Test": 1}, "megapixels": 1, "seed": 4}
+    files = generate_phone_photos(tmp_path / "a", [phone_subject(c, 4) for c in ("Apple Red", "Banana")], **kw)
+    again = generate_phone_photos(tmp_path / "b", [phone_subject("Banana", 4)], **kw)
+
+    land, port = ONE_MP, ONE_MP[::-1]
+    expected = {  # stored size, EXIF orientation; Apple Red is class 0, Banana class 1
+        "Training/Apple Red/r_phone_0.jpg": (land, 1), "Training/Apple Red/r_phone_1.jpg": (port, 1),
+        "Training/Apple Red/r_phone_2.jpg": (port, 6), "Test/Apple Red/phone_0.jpg": (land, 1),
+        "Training/Banana/r_phone_0.jpg": (port, 1), "Training/Banana/r_phone_1.jpg": (port, 6),
+        "Training/Banana/r_phone_2.jpg": (port, 1), "Test/Banana/phone_0.jpg": (port, 1),
+    }
+    assert files == sorted(files)
+    got = {}
+    for f in files:
+        with Image.open(f) as img:
+            got[f.relative_to(tmp_path / "a").as_posix()] = (img.size, _orientation(img))
+    assert got == expected
+    banana = {k: v for k, v in _sha256s(tmp_path / "a").items() if "Banana" in k}
+    assert len(again) == 4 and _sha256s(tmp_path / "b") == banana
+    assert len(set(_sha256s(tmp_path / "a").values())) == len(files)
+
+
+def test_sample_dataset_adds_12mp_phone_photos_and_keeps_thumbnails(tmp_path: Path) -> None:
+    plain = generate_sample_dataset(tmp_path / "plain", classes=["Lime"], **SMALL)
+    ds = generate_sample_dataset(tmp_path / "phone", classes=["Lime"], phone_per_class=1, **SMALL)
+
+    phone = [f for f in ds.files if "phone" in f.name]
+    assert [f.relative_to(ds.root).as_posix() for f in phone] == [
+        "Test/Lime/phone_0.jpg", "Training/Lime/r_phone_0.jpg"]
+    assert ds.files == sorted(ds.files) and len(ds.files) == len(plain.files) + 2
+    assert ds.counts() == {("Training", "Lime"): 4, ("Test", "Lime"): 3}
+    thumbs = {k: v for k, v in _sha256s(ds.root).items() if "phone" not in k}
+    assert thumbs == _sha256s(plain.root)
+    for f in phone:  # Lime is class 2: its first photo is landscape, stored sideways
+        assert 1.5e6 < f.stat().st_size < 6e6
+        with Image.open(f) as img:
+            assert img.size == (3024, 4032) and _orientation(img) == 6
+            assert ImageOps.exif_transpose(img).size == (4032, 3024)
+
+
+def test_negative_phone_count_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        generate_sample_dataset(tmp_path, phone_per_class=-1)
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path), "--phone-per-class", "-1"])
+    assert exc.value.code == 2
+    assert not list(tmp_path.rglob("*.jpg"))
