@@ -4,6 +4,7 @@
     python bench/job.py naive    '{"images": DIR, "out": DIR, "image_size": 224}'
     python bench/job.py pipeline '{"config": {...JobConfig...}}'
     python bench/job.py pca      '{"rows": 20000, "dim": 1280, "k": 50, "work": DIR}'
+    python bench/job.py decode_engine '{"images": DIR, "n": 240, "image_size": 224}'
 
 Run by bench/run_bench.py, which samples the memory of this process and its children.
 """
@@ -134,6 +135,54 @@ def raw(args: dict) -> dict:
     return out
 
 
+def _decode_engine_worker(blob: bytes, files: list[str], size: int, draft: bool, barrier, queue) -> None:
+    """One single-thread process reading, decoding and inferring its share of files at batch 2, as a worker."""
+    from fruitfeat.featurize.decode import DecodeOptions, decode_image
+    from fruitfeat.featurize.onnx_export import OnnxInference
+
+    session, options = OnnxInference(blob, 1), DecodeOptions(jpeg_draft=draft)
+    session(np.zeros((2, size, size, 3), np.uint8))  # warm-up
+    barrier.wait(timeout=300)
+    start, pending, nbytes = time.perf_counter(), [], 0
+    for path in files:
+        data = Path(path).read_bytes()
+        nbytes += len(data)
+        pending.append(decode_image(data, size, options))
+        if len(pending) == 2:
+            session(np.stack(pending))
+            pending = []
+    if pending:
+        session(np.stack(pending))
+    queue.put((time.perf_counter() - start, nbytes))
+
+
+def decode_engine(args: dict) -> dict:
+    """The job's ceiling on large photos, without Spark: CORES single-thread processes side by side, each
+    reading, decoding (draft or full JPEG decode) and inferring its share of the files."""
+    from multiprocessing import get_context
+
+    from fruitfeat.featurize.model import resolve_weights
+
+    size = args["image_size"]
+    files = [str(p) for p in _files(args["images"])[: args["n"]]]
+    blob = resolve_weights("random", size, 0, lambda uri: b"", runtime="onnxruntime").blob
+    out = {"images": len(files)}
+    ctx = get_context("spawn")
+    for name, draft in (("draft", True), ("full", False)):
+        queue, barrier = ctx.Queue(), ctx.Barrier(CORES)
+        procs = [ctx.Process(target=_decode_engine_worker, args=(blob, files[i::CORES], size, draft, barrier, queue))
+                 for i in range(CORES)]
+        for proc in procs:
+            proc.start()
+        results = [queue.get(timeout=1800) for _ in procs]
+        for proc in procs:
+            proc.join()
+        seconds = max(r[0] for r in results)
+        out[f"{name}_img_s"] = len(files) / seconds
+        out[f"{name}_mb_s"] = sum(r[1] for r in results) / 1e6 / seconds
+    return out
+
+
 def naive(args: dict) -> dict:
     """The course notebook: Series pandas UDF, Keras model built per task, model.predict per Arrow batch.
 
@@ -205,7 +254,8 @@ def pipeline(args: dict) -> dict:
     total = time.perf_counter() - start
     m = result.manifest
     return {"seconds": total, "stage_seconds": m["stage_seconds"], "counts": m["counts"],
-            "broadcast_bytes": m["weights"]["broadcast_bytes"], "runtime": m["config"]["model"]["runtime"]}
+            "broadcast_bytes": m["weights"]["broadcast_bytes"], "runtime": m["config"]["model"]["runtime"],
+            "featurize": m["featurize"]}
 
 
 def _write_like_spark(data: np.ndarray, directory: Path, files: int) -> None:
@@ -292,5 +342,5 @@ def pca(args: dict) -> dict:
 
 if __name__ == "__main__":
     mode, payload = sys.argv[1], json.loads(sys.argv[2])
-    result = {"raw": raw, "naive": naive, "pipeline": pipeline, "pca": pca}[mode](payload)
+    result = {"raw": raw, "naive": naive, "pipeline": pipeline, "pca": pca, "decode_engine": decode_engine}[mode](payload)
     print("BENCH_RESULT " + json.dumps(result), flush=True)

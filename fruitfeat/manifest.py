@@ -61,6 +61,7 @@ def run_manifest(
     fitted: FittedPCA,
     payload: WeightsPayload,
     recognition: dict[str, Any] | None,
+    featurize: dict[str, Any],
     stage_seconds: dict[str, float],
 ) -> dict[str, Any]:
     """The manifest of a complete run (``outputs.report`` is added by whoever renders the report)."""
@@ -87,7 +88,7 @@ def run_manifest(
             "onnx_model": onnx,
             "raw_features": layout.raw_features if config.output.keep_raw_features else None,
         },
-        "featurize": {"inference_batch_size": config.inference_batch_size},
+        "featurize": {"inference_batch_size": config.inference_batch_size, **featurize},
         "spark": {
             "master": spark.sparkContext.master,
             "application_id": spark.sparkContext.applicationId,

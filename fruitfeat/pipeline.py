@@ -14,9 +14,10 @@ from pyspark.sql import SparkSession
 
 from fruitfeat.config import JobConfig
 from fruitfeat.errors import RunRejectedError
+from fruitfeat.featurize.decode import DecodeOptions
 from fruitfeat.featurize.model import ONNX_MODEL_FILE, WeightsPayload, resolve_weights
 from fruitfeat.featurize.packed import unpack_features
-from fruitfeat.featurize.udf import featurize_images, featurized_rows
+from fruitfeat.featurize.udf import ARROW_BATCH_ROWS_CONF, arrow_batch_rows, featurize_images, featurized_rows
 from fruitfeat.io import storage
 from fruitfeat.io.listing import list_input
 from fruitfeat.io.quarantine import Accounting, account_for_listing
@@ -83,8 +84,11 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
         weights = spark.sparkContext.broadcast(payload)
         log.info("model: %(source)s, %(runtime)s, sha256 %(broadcast_sha256).12s", weights_section(payload))
     with timer.stage("featurize", f"featurizing {listing.file_count} images with MobileNetV2"):
+        facts = _bound_arrow_batches(spark, config, listing.largest_file_bytes())
+        decode = DecodeOptions(config.featurize.fit, config.featurize.jpeg_draft, config.input.max_image_pixels)
+        facts["decode"] = decode.recorded()
         featurized = featurize_images(listing.images, weights, config.inference_batch_size,
-                                      config.featurize.intra_op_threads, config.input.max_image_pixels, packed=True)
+                                      config.featurize.intra_op_threads, decode, packed=True)
         staged = stage_table(featurized, layout.staged_features)  # featurized once, read by every later stage
     with timer.stage("account", "writing the errors table and counting where every file went"):
         accounting = account_for_listing(staged, listing, config.input.max_file_bytes)
@@ -103,11 +107,19 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
     recognition = None
     if config.classifier.enabled:
         with timer.stage("recognition", "training and evaluating the fruit classifier"):
-            recognition = _recognise(spark, config, layout, fitted, payload)
-    manifest = run_manifest(spark, layout, config, accounting, fitted, payload, recognition, timer.seconds)
+            recognition = _recognise(spark, config, layout, fitted, payload, facts["decode"])
+    manifest = run_manifest(spark, layout, config, accounting, fitted, payload, recognition, facts, timer.seconds)
     _publish(spark, layout, manifest)
     weights.unpersist()
     return RunResult(layout.run_id, layout.root, layout.features, manifest)
+
+
+def _bound_arrow_batches(spark: SparkSession, config: JobConfig, largest_file_bytes: int) -> dict[str, Any]:
+    """Few enough rows per Arrow batch that one batch stays within ``featurize.arrow_batch_bytes``."""
+    rows = arrow_batch_rows(config.featurize.arrow_batch_size, config.featurize.arrow_batch_bytes, largest_file_bytes)
+    spark.conf.set(ARROW_BATCH_ROWS_CONF, str(rows))
+    log.info("%d rows per Arrow batch (largest file %.1f MB)", rows, largest_file_bytes / 1e6)
+    return {"arrow_batch_rows": rows, "largest_file_bytes": largest_file_bytes}
 
 
 def _reject_if_needed(spark: SparkSession, layout: RunLayout, config: JobConfig, accounting: Accounting) -> None:
@@ -127,7 +139,8 @@ def _write_models(spark: SparkSession, layout: RunLayout, fitted: FittedPCA, pay
 
 
 def _recognise(
-    spark: SparkSession, config: JobConfig, layout: RunLayout, fitted: FittedPCA, payload: WeightsPayload
+    spark: SparkSession, config: JobConfig, layout: RunLayout, fitted: FittedPCA, payload: WeightsPayload,
+    decode: dict[str, Any],
 ) -> dict[str, Any]:
     settings = RecognitionSettings(
         config.classifier.candidates, config.classifier.validation_fraction,
@@ -135,7 +148,7 @@ def _recognise(
     )
     return run_recognition(
         spark, spark.read.parquet(layout.features), fitted.model, layout.root,
-        image_size=config.featurize.image_size, weights=weights_section(payload),
+        image_size=config.featurize.image_size, decode=decode, weights=weights_section(payload),
         variance_all=fitted.spectrum, chosen_k=fitted.k, variance_target=fitted.variance_target, settings=settings,
     )
 

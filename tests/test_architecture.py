@@ -13,7 +13,7 @@ LAYERS = [
     ("config",),
     ("featurize", "reduce"),
     ("io",),
-    ("recognition", "session", "sample_data"),
+    ("recognition", "session", "sample_data", "phone_photos"),
     ("manifest",),
     ("pipeline", "cloud"),
     ("cli",),

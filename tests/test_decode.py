@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fruitfeat.featurize.decode import ImageDecodeError, decode_image
+from fruitfeat.featurize.decode import DecodeOptions, ImageDecodeError, decode_image
 
 from .bad_inputs import MAX_IMAGE_PIXELS, bad_files, good_variants
 
@@ -86,7 +86,7 @@ def test_truncated_jpeg_is_corrupt():
 def test_formats_and_sizes_the_decoder_refuses(name, message):
     data, reason = bad_files()[name]
     with pytest.raises(ImageDecodeError) as err:
-        decode_image(data, 32, max_pixels=MAX_IMAGE_PIXELS)
+        decode_image(data, 32, DecodeOptions(max_pixels=MAX_IMAGE_PIXELS))
     assert (err.value.reason, err.value.message) == (reason, message)
 
 
@@ -128,3 +128,58 @@ def test_a_sideways_large_jpeg_with_its_exif_orientation_equals_the_upright_one(
     straight = encode(upright, "JPEG", quality=90)
     diff = np.abs(decode_image(sideways, 224).astype(np.int16) - decode_image(straight, 224).astype(np.int16))
     assert diff.mean() < 2.0
+
+
+def _bands(width: int, height: int) -> Image.Image:
+    """Red left third, green middle, blue right third: where each lands shows how the photo was squared."""
+    array = np.zeros((height, width, 3), np.uint8)
+    thirds = np.array_split(np.arange(width), 3)
+    for channel, columns in enumerate(thirds):
+        array[:, columns, channel] = 255
+    return Image.fromarray(array)
+
+
+def test_squash_keeps_the_whole_photo_stretched_to_a_square():
+    out = decode_image(encode(_bands(300, 100)), 30)
+    assert out.shape == (30, 30, 3)
+    assert out[15, 2].tolist() == [255, 0, 0] and out[15, 15].tolist() == [0, 255, 0] and out[15, 27].tolist() == [0, 0, 255]
+
+
+def test_crop_keeps_the_centred_square_of_the_short_side():
+    out = decode_image(encode(_bands(300, 100)), 30, DecodeOptions(fit="crop"))
+    assert (out[:, 1:-1] == [0, 255, 0]).all()  # the centre 100x100 is green; the filter blends the outer columns
+    assert out[15, 0].tolist() == [30, 225, 0] and out[15, -1].tolist() == [0, 225, 30]
+
+
+def test_pad_fits_the_long_side_and_fills_the_rest_with_white():
+    out = decode_image(encode(_bands(300, 100)), 30, DecodeOptions(fit="pad"))
+    assert (out[:9] == 255).all() and (out[-9:] == 255).all()  # 10 rows of photo in the middle of 30
+    assert out[15, 1].tolist() == [255, 0, 0] and out[15, 28].tolist() == [0, 0, 255]
+
+
+def test_square_photos_are_the_same_whatever_the_fit():
+    data = encode(Image.fromarray(_photo(120, 120)), "JPEG", quality=95)
+    outputs = [decode_image(data, 64, DecodeOptions(fit=fit)) for fit in ("squash", "crop", "pad")]
+    assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[0], outputs[2])
+
+
+def test_draft_mode_can_be_switched_off_for_the_full_decode():
+    data = encode(Image.fromarray(_photo(2016, 1512)), "JPEG", quality=90)
+    with Image.open(io.BytesIO(data)) as image:
+        full = np.asarray(image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR, reducing_gap=3.0))
+    assert np.array_equal(decode_image(data, 224, DecodeOptions(jpeg_draft=False)), full)
+
+
+def test_a_large_png_is_reduced_before_the_final_resize_without_changing_the_picture():
+    picture = Image.fromarray(_photo(2400, 1800))
+    plain = np.asarray(picture.resize((224, 224), Image.Resampling.BILINEAR), dtype=np.int16)
+    assert np.abs(decode_image(encode(picture), 224).astype(np.int16) - plain).mean() < 1.0
+
+
+def test_decode_options_round_trip_through_what_a_run_records():
+    options = DecodeOptions(fit="pad", jpeg_draft=False, max_pixels=10)
+    assert options.recorded() == {"fit": "pad", "jpeg_draft": False}
+    assert DecodeOptions.from_recorded(options.recorded()) == DecodeOptions(fit="pad", jpeg_draft=False)
+    assert DecodeOptions.from_recorded(None) == DecodeOptions()  # runs that recorded nothing decoded with defaults
+    with pytest.raises(ValueError, match="fit must be one of"):
+        DecodeOptions(fit="stretch")

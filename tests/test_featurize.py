@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 from fruitfeat.featurize.decode import decode_image
 from fruitfeat.featurize.model import build_backbone, deserialize_weights
 from fruitfeat.featurize.udf import (
+    arrow_batch_rows,
     featurize_batch,
     featurize_images,
     featurized_rows,
@@ -128,3 +129,11 @@ def test_packed_batches_hold_the_same_float32_values(sample_dataset):
     assert packed["features"][1] is None and packed["error_reason"].tolist() == plain["error_reason"].tolist()
     for i in (0, 2):
         np.testing.assert_array_equal(np.frombuffer(packed["features"][i], "<f4"), plain["features"][i])
+
+
+def test_arrow_batches_are_bounded_by_bytes_as_well_as_rows():
+    mib = 1024 * 1024
+    assert arrow_batch_rows(64, 32 * mib, 5_000) == 64  # thumbnails: the row cap
+    assert arrow_batch_rows(64, 32 * mib, 5 * mib) == 6  # phone photos: 6 x 5 MiB <= 32 MiB
+    assert arrow_batch_rows(64, 32 * mib, 49 * mib) == 1  # a file over the budget travels alone
+    assert arrow_batch_rows(64, 32 * mib, 0) == 64  # nothing readable (all empty or oversized)

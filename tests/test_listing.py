@@ -136,6 +136,7 @@ def test_listing_accounts_for_zero_byte_and_oversized_files(spark, tmp_path):
         [(f"file:{tmp_path}/Test/Lime/big.jpg", "Lime", "Test", 100)], f"{LABELLED}, size long"
     )
     assert_df_equality(listing.oversized, oversized, ignore_nullable=True)
+    assert listing.largest_file_bytes() == 5  # the 100-byte file is never read, so it does not count
 
 
 def test_input_files_in_one_call_equal_pysparks_element_by_element(spark, tmp_path):

@@ -3,6 +3,7 @@
 import pytest
 from chispa import assert_df_equality
 
+from fruitfeat.featurize.decode import DecodeOptions
 from fruitfeat.featurize.udf import featurize_images
 from fruitfeat.io.listing import list_input
 from fruitfeat.io.quarantine import ERROR_COLUMNS, Accounting, account_for_listing
@@ -99,7 +100,7 @@ def test_the_mixed_corpus_through_featurizer_and_accounting(spark, tmp_path, bro
     """Real bytes of every bad kind through the featurizer: each good file a feature row, each bad one its reason."""
     corpus = build_mixed_corpus(tmp_path / "in", good_seeds=1)
     listing = list_input(spark, f"file://{corpus.root}", ["jpg", "jpeg", "png"], max_file_bytes=MAX_FILE_BYTES)
-    featurized = featurize_images(listing.images, broadcast_payload, batch_size=4, max_pixels=MAX_IMAGE_PIXELS)
+    featurized = featurize_images(listing.images, broadcast_payload, batch_size=4, decode=DecodeOptions(max_pixels=MAX_IMAGE_PIXELS))
     staged = stage_table(featurized, f"file://{tmp_path}/staged")
     accounting, errors = account(spark, staged, listing, MAX_FILE_BYTES, tmp_path)
 

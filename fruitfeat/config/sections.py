@@ -84,8 +84,12 @@ class ModelConfig(_Section):
 
 class FeaturizeConfig(_Section):
     image_size: int = Field(default=224, ge=32, le=1024)
+    fit: Literal["squash", "crop", "pad"] = "squash"
+    jpeg_draft: bool = True
     batch_size: int | None = Field(default=None, ge=1, le=4096)  # None: DEFAULT_BATCH_SIZES
     arrow_batch_size: int = Field(default=64, ge=1, le=100_000)
+    # Spark 3.5 counts Arrow batches in rows: this byte budget lowers the row count for large files.
+    arrow_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1024 * 1024)
     intra_op_threads: int = Field(default=1, ge=0, le=256)
 
 

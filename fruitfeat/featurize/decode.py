@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -51,6 +53,33 @@ _UNSUPPORTED_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
 DEFAULT_MAX_PIXELS = 89_478_485
 
 
+#: How a non-square photo becomes the network's square input (docs/choices.md, "Square input").
+Fit = Literal["squash", "crop", "pad"]
+FITS: tuple[str, ...] = ("squash", "crop", "pad")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How photo bytes become the network input; a run records them so ``fruitfeat predict`` decodes alike."""
+
+    fit: Fit = "squash"
+    jpeg_draft: bool = True  #: decode large JPEGs at 1/2, 1/4 or 1/8 scale (DCT scaling): ~6x faster at 12 MP
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be one of {FITS}, got {self.fit!r}")
+
+    def recorded(self) -> dict[str, Any]:
+        """What changes the features: written to the manifest and the predictor."""
+        return {k: v for k, v in asdict(self).items() if k != "max_pixels"}
+
+    @classmethod
+    def from_recorded(cls, recorded: dict[str, Any] | None) -> DecodeOptions:
+        """Options a run recorded; runs that recorded none decoded with the defaults."""
+        return cls(**{k: v for k, v in (recorded or {}).items() if k in ("fit", "jpeg_draft")})
+
+
 def _unsupported_format(data: bytes) -> str | None:
     for offset, signature, name in _UNSUPPORTED_SIGNATURES:
         if data[offset : offset + len(signature)] == signature:
@@ -61,8 +90,28 @@ def _unsupported_format(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def _square(image: Image.Image, size: int, fit: Fit) -> Image.Image:
+    """One resize to ``size x size``; the reducing gap first shrinks large non-JPEG images by cheap box steps."""
+    width, height = image.size
+    resample, gap = Image.Resampling.BILINEAR, 3.0
+    if fit == "crop":  # the centred square of the short side
+        side = min(width, height)
+        left, top = (width - side) / 2, (height - side) / 2
+        return image.resize((size, size), resample, box=(left, top, left + side, top + side), reducing_gap=gap)
+    if fit == "pad" and width != height:  # the whole photo, the long side fitted, white bars on the short one
+        scale = size / max(width, height)
+        inner = (max(1, round(width * scale)), max(1, round(height * scale)))
+        canvas = Image.new("RGB", (size, size), BACKGROUND)
+        canvas.paste(image.resize(inner, resample, reducing_gap=gap), ((size - inner[0]) // 2, (size - inner[1]) // 2))
+        return canvas
+    if image.size == (size, size):
+        return image
+    return image.resize((size, size), resample, reducing_gap=gap)
+
+
+def decode_image(data: bytes, size: int, options: DecodeOptions = DecodeOptions()) -> np.ndarray:
     """``size x size x 3`` uint8 array, or ImageDecodeError saying why not."""
+    max_pixels = options.max_pixels
     if not data:
         raise ImageDecodeError("empty_file", "the file has zero bytes")
     unsupported = _unsupported_format(data)
@@ -77,7 +126,7 @@ def decode_image(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -
                     raise ImageDecodeError(
                         "decompression_bomb", f"{width}x{height} pixels is over the limit of {max_pixels}"
                     )
-                if image.format == "JPEG":  # DCT scaling: decode at 1/2, 1/4 or 1/8 size, still >= size
+                if image.format == "JPEG" and options.jpeg_draft:  # DCT scaling: decode at 1/2, 1/4 or 1/8 size, still >= size
                     image.draft("RGB", (size, size))
                 image.load()
                 rgb = to_rgb(image)
@@ -89,6 +138,4 @@ def decode_image(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -
         raise ImageDecodeError("not_an_image", "Pillow cannot identify the file as an image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError("corrupt_image", str(exc) or type(exc).__name__) from None
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
+    return np.asarray(_square(rgb, size, options.fit), dtype=np.uint8)

@@ -15,11 +15,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fruitfeat.featurize.decode import (
-    DEFAULT_MAX_PIXELS,
-    ImageDecodeError,
-    decode_image,
-)
+from fruitfeat.featurize.decode import DecodeOptions, ImageDecodeError, decode_image
 from fruitfeat.featurize.model import WeightsPayload, inference_from_payload
 from fruitfeat.featurize.packed import pack_rows
 
@@ -44,7 +40,7 @@ def featurize_batch(
     infer: Callable[[np.ndarray], np.ndarray],
     image_size: int,
     batch_size: int,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    decode: DecodeOptions = DecodeOptions(),
     packed: bool = False,
 ) -> pd.DataFrame:
     """One Arrow batch: decode every image, run the good ones through the network in chunks."""
@@ -56,7 +52,7 @@ def featurize_batch(
     positions: list[int] = []
     for i, data in enumerate(contents):
         try:
-            decoded.append(decode_image(data, image_size, max_pixels))
+            decoded.append(decode_image(data, image_size, decode))
             positions.append(i)
         except ImageDecodeError as exc:
             reasons[i], messages[i] = exc.reason, exc.message
@@ -72,7 +68,7 @@ def featurize_batch(
 
 
 def make_featurize_udf(
-    weights: Broadcast, batch_size: int, intra_op_threads: int, max_pixels: int = DEFAULT_MAX_PIXELS, packed: bool = False
+    weights: Broadcast, batch_size: int, intra_op_threads: int, decode: DecodeOptions = DecodeOptions(), packed: bool = False
 ):
     """The pandas UDF ``content -> struct<features, error_reason, error_message>``."""
 
@@ -80,7 +76,7 @@ def make_featurize_udf(
         payload: WeightsPayload = weights.value
         infer = inference_from_payload(payload, intra_op_threads)  # built once per worker process
         for contents in batches:
-            yield featurize_batch(contents, infer, payload.image_size, batch_size, max_pixels, packed)
+            yield featurize_batch(contents, infer, payload.image_size, batch_size, decode, packed)
 
     return F.pandas_udf(featurize, PACKED_RESULT_TYPE if packed else RESULT_TYPE)
 
@@ -90,7 +86,7 @@ def featurize_images(
     weights: Broadcast,
     batch_size: int = 2,
     intra_op_threads: int = 1,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    decode: DecodeOptions = DecodeOptions(),
     packed: bool = False,
 ) -> DataFrame:
     """``path, label, split, content`` -> ``path, label, split, size, features, error_reason, error_message``.
@@ -98,7 +94,7 @@ def featurize_images(
     ``features`` is null exactly when ``error_reason`` says why the image was not featurized;
     ``packed`` makes it one float32 binary value per row (``fruitfeat.featurize.packed``), for staging.
     """
-    featurize = make_featurize_udf(weights, batch_size, intra_op_threads, max_pixels, packed)
+    featurize = make_featurize_udf(weights, batch_size, intra_op_threads, decode, packed)
     return images.select(
         "path",
         "label",
@@ -106,6 +102,19 @@ def featurize_images(
         F.length("content").alias("size"),
         featurize("content").alias("_result"),
     ).select("path", "label", "split", "size", "_result.*")
+
+
+#: Rows per Arrow batch sent to the pandas UDF: a session setting, read when the featurize plan runs.
+ARROW_BATCH_ROWS_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
+
+
+def arrow_batch_rows(max_rows: int, max_bytes: int, largest_file_bytes: int) -> int:
+    """Rows per Arrow batch so that no batch carries more than ``max_bytes`` of file content.
+
+    Spark 3.5 bounds Arrow batches in rows only; the largest file that will be read sets the row cap,
+    so 100x100 thumbnails keep ``max_rows`` while 5 MB photos get a few rows and a 50 MB file one.
+    """
+    return max(1, min(max_rows, max_bytes // max(largest_file_bytes, 1)))
 
 
 def featurized_rows(df: DataFrame) -> DataFrame:

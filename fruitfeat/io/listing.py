@@ -86,10 +86,15 @@ class ImageListing:
     images: DataFrame  #: path, label, split, content — the files the featurizer reads
     oversized: DataFrame  #: path, label, split, size — over the size limit, never read
     uris: tuple[str, ...]  #: every matching file in Spark's file index, zero-byte ones too
+    readable: DataFrame  #: path, length of the files the featurizer reads (no content)
 
     @property
     def file_count(self) -> int:
         return len(self.uris)
+
+    def largest_file_bytes(self) -> int:
+        """Size of the largest file that will be read: a file-index aggregate, no file is opened."""
+        return int(self.readable.agg(F.max("length")).first()[0] or 0)
 
     def files(self) -> DataFrame:
         """path, label, split of every listed file (through Arrow: one batch, not a row per path)."""
@@ -117,7 +122,8 @@ def list_input(spark: SparkSession, root: str, extensions: Iterable[str], max_fi
         .transform(with_labels)
         .select("path", "label", "split", "size")
     )
-    return ImageListing(_images(files, max_file_bytes), oversized, uris)
+    readable = files.where(F.col("length") <= max_file_bytes).select("path", "length")
+    return ImageListing(_images(files, max_file_bytes), oversized, uris, readable)
 
 
 #: Cannot occur in a file name or a URI: separates the paths of the file index in one string.

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fruitfeat.errors import PredictorError, PredictSetupError
-from fruitfeat.featurize.decode import ImageDecodeError, decode_image
+from fruitfeat.featurize.decode import DecodeOptions, ImageDecodeError, decode_image
 from fruitfeat.featurize.model import ONNX_MODEL_FILE, compile_inference
 from fruitfeat.featurize.weights import file_sha256
 from fruitfeat.recognition.predictor import PREDICTOR_FILE, load_predictor
@@ -71,7 +71,7 @@ def resolve_run_dir(output: str | None = None, run: str | None = None) -> Path:
     return _local(pointer["path"], "published run")
 
 
-def read_photo(path: str, image_size: int) -> np.ndarray:
+def read_photo(path: str, image_size: int, options: DecodeOptions = DecodeOptions()) -> np.ndarray:
     """The network input of one photo, or ``ImageDecodeError`` with a one-line reason."""
     file = Path(path)
     if not file.exists():
@@ -82,7 +82,7 @@ def read_photo(path: str, image_size: int) -> np.ndarray:
         data = file.read_bytes()
     except OSError as exc:
         raise ImageDecodeError("unreadable_file", exc.strerror or str(exc)) from None
-    return decode_image(data, image_size)
+    return decode_image(data, image_size, options)
 
 
 @contextmanager
@@ -169,9 +169,10 @@ def predict_photos(
     except PredictorError as exc:
         raise PredictSetupError(str(exc)) from None
     decoded, results = {}, {}
+    options = DecodeOptions.from_recorded(predictor.meta.get("decode"))  # as the run's executors decoded
     for position, photo in enumerate(photos):
         try:
-            decoded[position] = read_photo(photo, predictor.image_size)
+            decoded[position] = read_photo(photo, predictor.image_size, options)
         except ImageDecodeError as exc:
             results[position] = PhotoResult(photo, error=f"{exc.reason.replace('_', ' ')}: {exc.message}")
     if decoded:

@@ -121,6 +121,7 @@ def export_predictor(
     *,
     image_size: int,
     weights: dict[str, Any],
+    decode: dict[str, Any] | None = None,
     spark: SparkSession | None = None,
 ) -> dict[str, Any]:
     """Write ``predictor.npz`` (a local path, or with ``spark`` any Hadoop URI); returns its metadata.
@@ -147,6 +148,7 @@ def export_predictor(
         "labels": list(trained.labels),
         "image_size": int(image_size),
         "weights": dict(weights),
+        "decode": dict(decode or {}),
         "feature_dim": int(components.shape[0]),
         "k": int(components.shape[1]),
         "classifier": trained.candidate.model_dump(mode="json") | {"name": trained.candidate.name},

@@ -54,6 +54,7 @@ def run_recognition(
     *,
     image_size: int,
     weights: dict[str, Any],
+    decode: dict[str, Any] | None = None,
     variance_all: Sequence[float],
     chosen_k: int,
     variance_target: float | None = None,
@@ -62,7 +63,8 @@ def run_recognition(
     """Train, evaluate, export and plot into ``run_root``; returns the manifest's ``recognition`` section.
 
     ``features`` is the run's written ``features/`` read back (``path, label, split, features``);
-    ``weights`` the manifest's ``weights`` section, copied into the predictor for ``fruitfeat predict``.
+    ``weights`` and ``decode`` the manifest's sections, copied into the predictor so ``fruitfeat predict``
+    runs the same network on photos decoded the same way.
     """
     outputs = {
         "classifier": storage.join(run_root, "classifier"),
@@ -79,7 +81,7 @@ def run_recognition(
     else:
         test_metrics = evaluate(predict_frame(test, trained), trained.labels)
     save_classifier(spark, trained, outputs["classifier"])
-    export_predictor(trained, pca_model, outputs["predictor"], image_size=image_size, weights=weights, spark=spark)
+    export_predictor(trained, pca_model, outputs["predictor"], image_size=image_size, weights=weights, decode=decode, spark=spark)
     document = {"classifier": trained.summary(), "test": test_metrics}
     storage.write_text(spark, outputs["metrics"], json.dumps(document, indent=2, sort_keys=True) + "\n")
     with tempfile.TemporaryDirectory(prefix="fruitfeat-plots-") as tmp:  # drawn on the driver, then copied
