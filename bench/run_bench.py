@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from phone import make_phone_sets, phone_table, run_phone
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -489,6 +491,8 @@ def table(results: dict) -> str:
         "", f"Decoding (Pillow, 100x100 JPEG -> {results['args']['image_size']}^2 RGB): "
         f"{raw['decode_ms_per_image']:.2f} ms per image on one core.",
     ]
+    if results.get("phone"):
+        lines += ["", *phone_table(results)]
     if results.get("pca"):
         lines += ["", *_pca_table(results)]
     return "\n".join(lines)
@@ -587,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-size", type=int, default=None,
                         help="size of the other-runtime run; default the smallest size")
     parser.add_argument("--pca-rows", type=int, default=20000, help="0 skips the PCA comparison")
+    parser.add_argument("--phone", type=int, default=240, help="12 MP phone photos (0 skips the phone runs)")
+    parser.add_argument("--phone-30mb", type=int, default=24, help="~30 MB photos for the memory measurement")
     parser.add_argument("--no-variants", action="store_true",
                         help="skip the other-runtime run (e.g. for one large size)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
@@ -624,6 +630,10 @@ def main(argv: list[str] | None = None) -> int:
                                                "image_size": args.image_size}, log)
         plan = pipeline_plan(sizes, compare, args.runtime, variants=not args.no_variants)
         results["pipeline"] = run_pipelines(plan, sets, work / "output", args, log)
+        if args.phone:
+            print(f"[bench] generating {args.phone} 12 MP and {args.phone_30mb} ~30 MB phone photos ...", flush=True)
+            phone_sets = make_phone_sets(work / "phone", {"12 MP": args.phone, "30 MB": args.phone_30mb}, args.cores)
+            results["phone"] = run_phone(phone_sets, work / "output", args, log, run_child, job_config)
         if args.pca_rows:
             print(f"[bench] PCA {args.pca_rows} x 1280: covariance vs Spark ML, four times each, alternating ...", flush=True)
             results["pca"] = run_child("pca", {"rows": args.pca_rows, "dim": 1280, "k": 50, "work": str(work)}, log)
