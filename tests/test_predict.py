@@ -2,6 +2,7 @@
 does not train one yet)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,17 @@ from PIL import Image
 from pyspark.ml.feature import PCAModel
 
 from fruitfeat.config.candidates import LogisticRegressionCandidate
+from fruitfeat.featurize.decode import DecodeOptions
+from fruitfeat.featurize.onnx_export import OnnxInference
 from fruitfeat.io.uris import local_path
+from fruitfeat.phone_photos import phone_photo
 from fruitfeat.pipeline import run_pipeline
 from fruitfeat.recognition import predict
 from fruitfeat.recognition.classifier import predict_frame
-from fruitfeat.recognition.predictor import PREDICTOR_FILE, export_predictor
+from fruitfeat.recognition.predict import read_photo
+from fruitfeat.recognition.predictor import PREDICTOR_FILE, export_predictor, load_predictor
 from fruitfeat.recognition.training import train_classifier
+from fruitfeat.sample_data import phone_subject
 
 from .conftest import TEST_IMAGE_SIZE, job_config
 
@@ -24,13 +30,13 @@ REAL_IMAGE_SIZE = 96
 EXIF_ORIENTATION = 0x0112
 
 
-def publish_with_predictor(spark, sample_root: Path, output: Path, weights: Path, image_size: int):
+def publish_with_predictor(spark, sample_root: Path, output: Path, weights: Path, image_size: int, fit: str = "squash"):
     """Run the pipeline with a weights *file*, then train and export the predictor into the run."""
     config = job_config(
         sample_root,
         output,
         model={"weights": str(weights), "seed": 0},
-        featurize={"image_size": image_size, "batch_size": 8, "arrow_batch_size": 16},
+        featurize={"image_size": image_size, "batch_size": 8, "arrow_batch_size": 16, "fit": fit},
     )
     result = run_pipeline(config, spark)
     features = spark.read.parquet(result.features_path)
@@ -43,6 +49,7 @@ def publish_with_predictor(spark, sample_root: Path, output: Path, weights: Path
         local_path(result.run_path) / PREDICTOR_FILE,
         image_size=image_size,
         weights=result.manifest["weights"],
+        decode=result.manifest["featurize"]["decode"],
     )
     return result, trained
 
@@ -92,6 +99,32 @@ def test_same_probabilities_as_spark_on_the_runs_features(spark, real_run, sampl
         assert [entry["label"] for entry in item["top3"]] == list(row.top3)
         expected = [row.probability[trained.labels.index(entry["label"])] for entry in item["top3"]]
         np.testing.assert_allclose([entry["probability"] for entry in item["top3"]], expected, rtol=0, atol=1e-6)
+
+
+def test_predict_decodes_a_photo_as_the_run_did(spark, sample_dataset, random_weights_file, tmp_path, monkeypatch):
+    """A non-square photo in a run with ``featurize.fit: crop``: predict crops it too, so it gets the run's features."""
+    root = tmp_path / "in"
+    shutil.copytree(sample_dataset.root, root)
+    wide = root / "Test" / "Banana" / "wide.jpg"
+    wide.write_bytes(phone_photo(phone_subject("Banana"), seed=1, width=640, height=480))
+    result, _ = publish_with_predictor(spark, root, tmp_path / "out", random_weights_file, TEST_IMAGE_SIZE, fit="crop")
+    run = local_path(result.run_path)
+    predictor = load_predictor(run / PREDICTOR_FILE)
+    assert predictor.meta["decode"] == {"fit": "crop", "jpeg_draft": True}
+
+    used = []
+    monkeypatch.setattr(predict, "read_photo", lambda path, size, options: used.append(options) or read_photo(path, size, options))
+    assert predict.predict_photos([str(wide)], run)[0].error is None
+    assert used == [DecodeOptions(fit="crop")]
+
+    stored = np.array(spark.read.parquet(result.features_path).where(f"path = 'file:{wide}'").first().features)
+    network = OnnxInference((run / "backbone.onnx").read_bytes(), 1)
+
+    def projected(options: DecodeOptions) -> np.ndarray:
+        return predictor.project(network(read_photo(str(wide), TEST_IMAGE_SIZE, options)[None]))[0]
+
+    np.testing.assert_allclose(projected(used[0]), stored, rtol=1e-5)
+    assert not np.allclose(projected(DecodeOptions(fit="squash")), stored, rtol=1e-3, atol=0)  # the fit changes them
 
 
 def write_variants(photo: Path, directory: Path) -> list[Path]:
