@@ -115,7 +115,7 @@ def test_a_large_jpeg_decoded_at_reduced_scale_matches_the_full_decode():
     data = encode(Image.fromarray(_photo(2016, 1512)), "JPEG", quality=90)
     with Image.open(io.BytesIO(data)) as image:
         full = np.asarray(image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR), dtype=np.int16)
-    drafted = decode_image(data, 224).astype(np.int16)
+    drafted = decode_image(data, 224, DecodeOptions(fit="squash")).astype(np.int16)
     assert drafted.shape == (224, 224, 3)
     assert np.abs(drafted - full).mean() < 1.0  # of 255 levels
 
@@ -140,13 +140,13 @@ def _bands(width: int, height: int) -> Image.Image:
 
 
 def test_squash_keeps_the_whole_photo_stretched_to_a_square():
-    out = decode_image(encode(_bands(300, 100)), 30)
+    out = decode_image(encode(_bands(300, 100)), 30, DecodeOptions(fit="squash"))
     assert out.shape == (30, 30, 3)
     assert out[15, 2].tolist() == [255, 0, 0] and out[15, 15].tolist() == [0, 255, 0] and out[15, 27].tolist() == [0, 0, 255]
 
 
 def test_crop_keeps_the_centred_square_of_the_short_side():
-    out = decode_image(encode(_bands(300, 100)), 30, DecodeOptions(fit="crop"))
+    out = decode_image(encode(_bands(300, 100)), 30)  # the default
     assert (out[:, 1:-1] == [0, 255, 0]).all()  # the centre 100x100 is green; the filter blends the outer columns
     assert out[15, 0].tolist() == [30, 225, 0] and out[15, -1].tolist() == [0, 225, 30]
 
@@ -167,19 +167,20 @@ def test_draft_mode_can_be_switched_off_for_the_full_decode():
     data = encode(Image.fromarray(_photo(2016, 1512)), "JPEG", quality=90)
     with Image.open(io.BytesIO(data)) as image:
         full = np.asarray(image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR, reducing_gap=3.0))
-    assert np.array_equal(decode_image(data, 224, DecodeOptions(jpeg_draft=False)), full)
+    assert np.array_equal(decode_image(data, 224, DecodeOptions(fit="squash", jpeg_draft=False)), full)
 
 
 def test_a_large_png_is_reduced_before_the_final_resize_without_changing_the_picture():
     picture = Image.fromarray(_photo(2400, 1800))
     plain = np.asarray(picture.resize((224, 224), Image.Resampling.BILINEAR), dtype=np.int16)
-    assert np.abs(decode_image(encode(picture), 224).astype(np.int16) - plain).mean() < 1.0
+    assert np.abs(decode_image(encode(picture), 224, DecodeOptions(fit="squash")).astype(np.int16) - plain).mean() < 1.0
 
 
 def test_decode_options_round_trip_through_what_a_run_records():
     options = DecodeOptions(fit="pad", jpeg_draft=False, max_pixels=10)
     assert options.recorded() == {"fit": "pad", "jpeg_draft": False}
     assert DecodeOptions.from_recorded(options.recorded()) == DecodeOptions(fit="pad", jpeg_draft=False)
-    assert DecodeOptions.from_recorded(None) == DecodeOptions()  # runs that recorded nothing decoded with defaults
+    assert DecodeOptions.from_recorded({"fit": "crop"}) == DecodeOptions()
+    assert DecodeOptions.from_recorded(None) == DecodeOptions(fit="squash")  # runs that recorded nothing squashed
     with pytest.raises(ValueError, match="fit must be one of"):
         DecodeOptions(fit="stretch")

@@ -39,7 +39,7 @@ def test_the_largest_file_sets_one_row_per_arrow_batch(phone_run):
     featurize = result.manifest["featurize"]
     assert featurize["largest_file_bytes"] == PADDED_BYTES
     assert featurize["arrow_batch_rows"] == 1  # 32 MiB // 49 MiB, never 0
-    assert featurize["decode"] == {"fit": "squash", "jpeg_draft": True}
+    assert featurize["decode"] == {"fit": "crop", "jpeg_draft": True}
 
 
 def test_a_49_mib_file_is_featurized_like_the_photo_it_holds(spark, phone_run):

@@ -30,7 +30,7 @@ REAL_IMAGE_SIZE = 96
 EXIF_ORIENTATION = 0x0112
 
 
-def publish_with_predictor(spark, sample_root: Path, output: Path, weights: Path, image_size: int, fit: str = "squash"):
+def publish_with_predictor(spark, sample_root: Path, output: Path, weights: Path, image_size: int, fit: str = "crop"):
     """Run the pipeline with a weights *file*, then train and export the predictor into the run."""
     config = job_config(
         sample_root,
@@ -102,20 +102,20 @@ def test_same_probabilities_as_spark_on_the_runs_features(spark, real_run, sampl
 
 
 def test_predict_decodes_a_photo_as_the_run_did(spark, sample_dataset, random_weights_file, tmp_path, monkeypatch):
-    """A non-square photo in a run with ``featurize.fit: crop``: predict crops it too, so it gets the run's features."""
+    """A non-square photo in a run with ``featurize.fit: pad``: predict pads it too, so it gets the run's features."""
     root = tmp_path / "in"
     shutil.copytree(sample_dataset.root, root)
     wide = root / "Test" / "Banana" / "wide.jpg"
     wide.write_bytes(phone_photo(phone_subject("Banana"), seed=1, width=640, height=480))
-    result, _ = publish_with_predictor(spark, root, tmp_path / "out", random_weights_file, TEST_IMAGE_SIZE, fit="crop")
+    result, _ = publish_with_predictor(spark, root, tmp_path / "out", random_weights_file, TEST_IMAGE_SIZE, fit="pad")
     run = local_path(result.run_path)
     predictor = load_predictor(run / PREDICTOR_FILE)
-    assert predictor.meta["decode"] == {"fit": "crop", "jpeg_draft": True}
+    assert predictor.meta["decode"] == {"fit": "pad", "jpeg_draft": True}
 
     used = []
     monkeypatch.setattr(predict, "read_photo", lambda path, size, options: used.append(options) or read_photo(path, size, options))
     assert predict.predict_photos([str(wide)], run)[0].error is None
-    assert used == [DecodeOptions(fit="crop")]
+    assert used == [DecodeOptions(fit="pad")]
 
     stored = np.array(spark.read.parquet(result.features_path).where(f"path = 'file:{wide}'").first().features)
     network = OnnxInference((run / "backbone.onnx").read_bytes(), 1)
@@ -124,7 +124,7 @@ def test_predict_decodes_a_photo_as_the_run_did(spark, sample_dataset, random_we
         return predictor.project(network(read_photo(str(wide), TEST_IMAGE_SIZE, options)[None]))[0]
 
     np.testing.assert_allclose(projected(used[0]), stored, rtol=1e-5)
-    assert not np.allclose(projected(DecodeOptions(fit="squash")), stored, rtol=1e-3, atol=0)  # the fit changes them
+    assert not np.allclose(projected(DecodeOptions()), stored, rtol=1e-3, atol=0)  # the fit changes them
 
 
 def write_variants(photo: Path, directory: Path) -> list[Path]:

@@ -84,7 +84,7 @@ class ModelConfig(_Section):
 
 class FeaturizeConfig(_Section):
     image_size: int = Field(default=224, ge=32, le=1024)
-    fit: Literal["squash", "crop", "pad"] = "squash"
+    fit: Literal["squash", "crop", "pad"] = "crop"  # measured best on phone photos (docs/choices.md)
     jpeg_draft: bool = True
     batch_size: int | None = Field(default=None, ge=1, le=4096)  # None: DEFAULT_BATCH_SIZES
     arrow_batch_size: int = Field(default=64, ge=1, le=100_000)

@@ -62,7 +62,7 @@ FITS: tuple[str, ...] = ("squash", "crop", "pad")
 class DecodeOptions:
     """How photo bytes become the network input; a run records them so ``fruitfeat predict`` decodes alike."""
 
-    fit: Fit = "squash"
+    fit: Fit = "crop"
     jpeg_draft: bool = True  #: decode large JPEGs at 1/2, 1/4 or 1/8 scale (DCT scaling): ~6x faster at 12 MP
     max_pixels: int = DEFAULT_MAX_PIXELS
 
@@ -76,8 +76,9 @@ class DecodeOptions:
 
     @classmethod
     def from_recorded(cls, recorded: dict[str, Any] | None) -> DecodeOptions:
-        """Options a run recorded; runs that recorded none decoded with the defaults."""
-        return cls(**{k: v for k, v in (recorded or {}).items() if k in ("fit", "jpeg_draft")})
+        """Options a run recorded; runs that recorded none squashed photos to a square."""
+        options = {"fit": "squash", **(recorded or {})}
+        return cls(**{k: v for k, v in options.items() if k in ("fit", "jpeg_draft")})
 
 
 def _unsupported_format(data: bytes) -> str | None:
