@@ -1,13 +1,14 @@
-"""Size an EMR cluster for fruitfeat from one benchmark result: the table in docs/sizing.md and sizing.png.
+"""Size an EMR cluster for fruitfeat from one benchmark result: the tables in docs/sizing.md and sizing.png.
 
     .venv/bin/python docs/images/sizing.py [--bench bench/results/<timestamp>.json] [--no-doc]
 
 (`make diagrams` runs it.) Without --bench it reads the result that docs/benchmarks.md cites (the
-"Last run:" line of its generated block). From that result's end-to-end runs (default runtime, not
-the first run, which warms the machine) it fits ``seconds = fixed + images / rate``, as `make bench`
-does, divides the rate by the cores the benchmark used, and applies it to a cluster of the shape
-conf/emr.yaml and fruitfeat/cloud/templates/configurations.json give. Everything that is not measured
-is a constant below, with where it comes from; change one and rerun.
+"Last run:" line of its generated block). From that result's end-to-end runs of 100x100 photos (default
+runtime, not the first run, which warms the machine) it fits ``seconds = fixed + images / rate``, as
+`make bench` does, divides the rate by the cores the benchmark used, and applies it to a cluster of the
+shape conf/emr.yaml and fruitfeat/cloud/templates/configurations.json give; a second table does the same
+for the result's 12 MP phone photos, if it has them. Everything that is not measured is a constant below,
+with where it comes from; change one and rerun.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import argparse
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,10 +40,12 @@ INSTANCE = "m6i.xlarge"
 SLOTS_PER_CORE_NODE = 4
 #: Cluster mode: the driver's container (2g + 2g overhead) takes the place of one 2-core executor.
 DRIVER_SLOTS = 2
-#: Core nodes assumed for each row of the table (the primary node comes on top).
+#: Core nodes assumed for each row of the tables (the primary node comes on top).
 ROWS = {100_000: 2, 1_000_000: 4, 10_000_000: 16, 100_000_000: 64}
 #: Cluster sizes drawn in the chart.
 CHART_NODES = (2, 8, 32, 128)
+#: The phone-photo run the second table uses: results["phone"]["runs"] entry with this set and decoder.
+PHONE_SET, PHONE_DRAFT = "12 MP", True
 
 # ------------------------------------------------------------------ assumptions (not measured by fruitfeat)
 #: One m6i vCPU does what one vCPU of the benchmark machine does (check on the first run: docs/emr.md).
@@ -51,6 +56,10 @@ VCPU_SPEED_RATIO = 1.0
 #: performance guidelines plan for 100-200 ms first-byte latency on small objects; requests from EC2 in
 #: the same region usually take a small fraction of that. Assumed, not measured.
 S3_READ_S = 0.020
+#: MB/s one GET transfers after its first byte (one connection, EC2 in the object's region): a photo of m MB
+#: takes S3_READ_S + m / S3_READ_MB_PER_S (the 100x100 photos' few KB are in S3_READ_S). AWS's S3 performance
+#: design patterns plan one connection per 85-90 MB/s of throughput. Assumed, not measured.
+S3_READ_MB_PER_S = 90.0
 #: EMR provisioning and bootstrap before the step starts (AWS: typically several minutes). Billed.
 CLUSTER_START_MIN = 10.0
 #: Driver memory per listed file: Spark's file index (a file status per object) in the JVM heap, and
@@ -65,6 +74,7 @@ DRIVER_HEAP_GIB_MAX = 9
 
 # ------------------------------------------------------------------ prices: eu-west-1, on demand, USD
 # AWS price pages (EC2 on-demand Linux, Amazon EMR, EBS, S3), 2025 list prices: check before budgeting.
+# Data read from S3 by EC2 in the same region carries no transfer charge.
 EC2_USD_PER_HOUR = 0.214  # m6i.xlarge
 EMR_USD_PER_HOUR = 0.048  # EMR uplift for m6i.xlarge
 GP3_USD_PER_GB_MONTH = 0.088
@@ -75,13 +85,35 @@ HOURS_PER_MONTH = 730
 
 @dataclass(frozen=True)
 class Rate:
-    """What the benchmark says: per-core images per second, fixed seconds per run, and where from."""
+    """The 100x100 runs: per-core images per second end to end and in the featurize stage, fixed seconds."""
 
     per_core_img_s: float
+    featurize_per_core_img_s: float
     fixed_s: float
     cores: int
     sizes: list[int]
     source: str
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one table sizes: the per-core rate, the fixed seconds per run and the megabytes of one photo."""
+
+    per_core_img_s: float
+    fixed_s: float
+    megabytes: float = 0.0
+
+
+@dataclass(frozen=True)
+class PhoneRate:
+    """The phone run's featurize img/s per core, the other stages' s/image per core (the 100x100 runs'), and
+    the img/s of the same decoding without Spark on the same cores, if measured."""
+
+    featurize_per_core_img_s: float
+    other_s: float
+    photos: int
+    work: Workload
+    engine_img_s: float | None
 
 
 def cited_result(doc: Path = BENCH_DOC) -> Path:
@@ -94,20 +126,30 @@ def cited_result(doc: Path = BENCH_DOC) -> Path:
     return REPO / (named.group(1) if named else f"bench/results/{line.group(1)}.json")
 
 
-def fit_rate(result_path: Path) -> Rate:
-    """``job_s = fixed + images / rate`` by least squares over the default runtime's plain runs."""
-    results = json.loads(result_path.read_text(encoding="utf-8"))
+def fit_rate(results: dict, source: str) -> Rate:
+    """``job_s = fixed + images / rate``, and the featurize stage's, over the default runtime's plain runs."""
     runtime, cores = results["args"]["runtime"], int(results["args"]["cores"])
     runs = [r for r in results["pipeline"] if r["runtime"] == runtime and not r.get("variant")]
     sizes = np.array([r["counts"]["listed"] for r in runs], dtype=float)
     if len(set(sizes)) < 2:
-        raise SystemExit(f"{result_path}: fewer than two sizes of {runtime} runs to fit a rate to")
+        raise SystemExit(f"{source}: fewer than two sizes of {runtime} runs to fit a rate to")
     slope, fixed = np.polyfit(sizes, np.array([r["job_s"] for r in runs]), 1)
-    try:
-        source = str(result_path.resolve().relative_to(REPO))
-    except ValueError:
-        source = str(result_path)
-    return Rate(1.0 / slope / cores, float(fixed), cores, sorted({int(n) for n in sizes}), source)
+    featurize_slope, _ = np.polyfit(sizes, np.array([r["stage_seconds"]["featurize"] for r in runs]), 1)
+    return Rate(1.0 / slope / cores, 1.0 / featurize_slope / cores, float(fixed), cores,
+                sorted({int(n) for n in sizes}), source)
+
+
+def phone_rate(results: dict, rate: Rate) -> PhoneRate | None:
+    """The PHONE_SET run with PHONE_DRAFT decoding, if the result has one."""
+    runs = [r for r in (results.get("phone") or {}).get("runs", [])
+            if r.get("set") == PHONE_SET and bool(r.get("jpeg_draft")) == PHONE_DRAFT]
+    if not runs:
+        return None
+    photos, featurize = int(runs[0]["counts"]["listed"]), runs[0]["featurize_img_s"] / rate.cores
+    other_s = max(0.0, 1.0 / rate.per_core_img_s - 1.0 / rate.featurize_per_core_img_s)
+    work = Workload(1.0 / (1.0 / featurize + other_s), rate.fixed_s, runs[0]["megabytes"] / photos)
+    engine = results["phone"].get("engine", {}).get("draft_img_s" if PHONE_DRAFT else "full_img_s")
+    return PhoneRate(featurize, other_s, photos, work, engine)
 
 
 @dataclass(frozen=True)
@@ -115,9 +157,9 @@ class Estimate:
     images: int
     core_nodes: int
     slots: int
+    read_mb: float
     cpu_h: float
     read_h: float
-    listing: str
     wall_h: float
     node_hours: float
     usd: float
@@ -135,20 +177,22 @@ def listing_mode(images: int) -> str:
     return "manifest of paths"
 
 
-def estimate(rate: Rate, images: int, core_nodes: int) -> Estimate:
+def read_s(megabytes: float) -> float:
+    """Seconds one slot spends reading one photo of this size from S3 (0 MB: a few KB)."""
+    return S3_READ_S + megabytes / S3_READ_MB_PER_S
+
+
+def estimate(work: Workload, images: int, core_nodes: int) -> Estimate:
     slots = SLOTS_PER_CORE_NODE * core_nodes - DRIVER_SLOTS
-    per_slot = rate.per_core_img_s * VCPU_SPEED_RATIO
+    per_slot = work.per_core_img_s * VCPU_SPEED_RATIO
     cpu_h = images / (per_slot * slots) / 3600
-    read_h = images * S3_READ_S / slots / 3600
-    wall_h = CLUSTER_START_MIN / 60 + rate.fixed_s / 3600 + max(cpu_h, read_h)
+    read_h = images * read_s(work.megabytes) / slots / 3600
+    wall_h = CLUSTER_START_MIN / 60 + work.fixed_s / 3600 + max(cpu_h, read_h)
     node_hours = (core_nodes + 1) * wall_h
     ebs_gb = core_nodes * EBS_GB_CORE + EBS_GB_PRIMARY
-    usd = (
-        node_hours * (EC2_USD_PER_HOUR + EMR_USD_PER_HOUR)
-        + ebs_gb * GP3_USD_PER_GB_MONTH * wall_h / HOURS_PER_MONTH
-        + images / 1000 * S3_GET_USD_PER_1000
-    )
-    return Estimate(images, core_nodes, slots, cpu_h, read_h, listing_mode(images), wall_h, node_hours, usd)
+    usd = (node_hours * (EC2_USD_PER_HOUR + EMR_USD_PER_HOUR) + images / 1000 * S3_GET_USD_PER_1000
+           + ebs_gb * GP3_USD_PER_GB_MONTH * wall_h / HOURS_PER_MONTH)
+    return Estimate(images, core_nodes, slots, images * work.megabytes, cpu_h, read_h, wall_h, node_hours, usd)
 
 
 def _duration(hours: float) -> str:
@@ -164,86 +208,136 @@ def _money(usd: float) -> str:
     return f"{usd:.2f}" if usd < 10 else f"{usd:,.0f}"
 
 
+def _size(megabytes: float) -> str:
+    value, unit = (megabytes / 1e6, "TB") if megabytes >= 1e6 else (megabytes / 1e3, "GB")
+    return f"{value:.0f} {unit}" if value >= 10 else f"{value:.1f} {unit}"
+
+
+def _bold(text: str, bound: bool) -> str:
+    return f"**{text}**" if bound else text
+
+
+#: Table cells by column: the featurize CPU and S3-read durations, the slower (the one that counts) in bold.
+CELLS: dict[str, Callable[[Estimate], str]] = {
+    "images": lambda e: f"{e.images:,}",
+    "core nodes": lambda e: str(e.core_nodes),
+    "task slots": lambda e: str(e.slots),
+    "bytes read from S3": lambda e: _size(e.read_mb),
+    "featurize, CPU": lambda e: _bold(_duration(e.cpu_h), e.cpu_h >= e.read_h),
+    "featurize, S3 reads": lambda e: _bold(_duration(e.read_h), e.cpu_h < e.read_h),
+    "listing": lambda e: listing_mode(e.images),
+    "wall time": lambda e: _duration(e.wall_h),
+    "node-hours": lambda e: f"{e.node_hours:.1f}",
+    "cost (USD)": lambda e: _money(e.usd),
+    "cost per million photos (USD)": lambda e: _money(e.usd / e.images * 1e6),
+}
+COST = ("wall time", "node-hours", "cost (USD)", "cost per million photos (USD)")
+THUMBNAIL_COLUMNS = ("images", "core nodes", "task slots", "featurize, CPU", "featurize, S3 reads", "listing", *COST)
+PHONE_COLUMNS = ("images", "core nodes", "bytes read from S3", "featurize, CPU", "featurize, S3 reads", *COST)
+
+
+def _markdown(work: Workload, columns: tuple[str, ...]) -> list[str]:
+    """One row per entry of ROWS."""
+    lines = ["| " + " | ".join(columns) + " |",
+             "| " + " | ".join("---" if c == "listing" else "---:" for c in columns) + " |"]
+    for images, nodes in ROWS.items():
+        e = estimate(work, images, nodes)
+        lines.append("| " + " | ".join(CELLS[c](e) for c in columns) + " |")
+    return lines
+
+
 def table(rate: Rate) -> str:
     limit, limit_max = listing_limit(DRIVER_HEAP_GIB_DEFAULT), listing_limit(DRIVER_HEAP_GIB_MAX)
     lines = [
-        (
-            f"Rate: {rate.per_core_img_s:.0f} images per second per core, {rate.fixed_s:.1f} s fixed per run, "
-            f"fitted over the end-to-end runs at {', '.join(f'{n:,}' for n in rate.sizes)} images on {rate.cores} "
-            f"cores of `{rate.source}` (the fit of docs/benchmarks.md's \"Cost per run\"). Cluster: `{INSTANCE}` "
-            f"core nodes, {SLOTS_PER_CORE_NODE} task slots each, {DRIVER_SLOTS} fewer for the driver's container, "
-            f"plus one `{INSTANCE}` primary node."
-        ),
+        (f"Rate: {rate.per_core_img_s:.0f} images per second per core, {rate.fixed_s:.1f} s fixed per run, "
+         f"fitted over the end-to-end runs at {', '.join(f'{n:,}' for n in rate.sizes)} images on {rate.cores} "
+         f"cores of `{rate.source}` (the fit of docs/benchmarks.md's \"Cost per run\"). Cluster: `{INSTANCE}` "
+         f"core nodes, {SLOTS_PER_CORE_NODE} task slots each, {DRIVER_SLOTS} fewer for the driver's container, "
+         f"plus one `{INSTANCE}` primary node."),
         "",
-        (
-            "| images | core nodes | task slots | featurize, CPU | featurize, S3 reads | listing | wall time | "
-            "node-hours | cost (USD) |"
-        ),
-        "| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
-    ]
-    for images, nodes in ROWS.items():
-        e = estimate(rate, images, nodes)
-        cpu, read = _duration(e.cpu_h), _duration(e.read_h)
-        cpu, read = (f"**{cpu}**", read) if e.cpu_h >= e.read_h else (cpu, f"**{read}**")
-        lines.append(
-            f"| {images:,} | {nodes} | {e.slots} | {cpu} | {read} | {e.listing} | {_duration(e.wall_h)} | "
-            f"{e.node_hours:.1f} | {_money(e.usd)} |"
-        )
-    lines += [
+        *_markdown(Workload(rate.per_core_img_s, rate.fixed_s), THUMBNAIL_COLUMNS),
         "",
-        (
-            f"Featurize, CPU: images / (slots x the rate per core; an m6i vCPU counted as "
-            f"{VCPU_SPEED_RATIO:g} benchmark core). Featurize, S3 reads: images x {S3_READ_S * 1000:.0f} ms / slots. "
-            f"The slower of the two "
-            f"(bold) counts, plus {CLUSTER_START_MIN:.0f} min of cluster start-up and the fixed seconds. Listing: "
-            f"the driver holds about {limit / 1e6:.1f} M files with its default {DRIVER_HEAP_GIB_DEFAULT}g heap and "
-            f"{limit_max / 1e6:.1f} M with {DRIVER_HEAP_GIB_MAX}g, at an assumed "
-            f"{DRIVER_HEAP_BYTES_PER_FILE / 1024:g} KiB per file in {DRIVER_HEAP_USABLE:.0%} of the heap. Cost: "
-            f"node-hours x ({EC2_USD_PER_HOUR} EC2 + {EMR_USD_PER_HOUR} EMR) USD, gp3 at {GP3_USD_PER_GB_MONTH} USD "
-            f"per GB-month ({EBS_GB_CORE} GB per core node, {EBS_GB_PRIMARY} GB on the primary), "
-            f"{S3_GET_USD_PER_1000} USD per 1,000 GETs; on-demand eu-west-1 list prices, start-up billed."
-        ),
+        (f"Featurize, CPU: images / (slots x the rate per core; an m6i vCPU counted as "
+         f"{VCPU_SPEED_RATIO:g} benchmark core). Featurize, S3 reads: images x {S3_READ_S * 1000:.0f} ms / slots. "
+         f"The slower of the two (bold) counts, plus {CLUSTER_START_MIN:.0f} min of cluster start-up and the fixed "
+         f"seconds. Listing: the driver holds about {limit / 1e6:.1f} M files with its default "
+         f"{DRIVER_HEAP_GIB_DEFAULT}g heap and {limit_max / 1e6:.1f} M with {DRIVER_HEAP_GIB_MAX}g, at an assumed "
+         f"{DRIVER_HEAP_BYTES_PER_FILE / 1024:g} KiB per file in {DRIVER_HEAP_USABLE:.0%} of the heap. Cost: "
+         f"node-hours x ({EC2_USD_PER_HOUR} EC2 + {EMR_USD_PER_HOUR} EMR) USD, gp3 at {GP3_USD_PER_GB_MONTH} USD "
+         f"per GB-month ({EBS_GB_CORE} GB per core node, {EBS_GB_PRIMARY} GB on the primary), "
+         f"{S3_GET_USD_PER_1000} USD per 1,000 GETs; on-demand eu-west-1 list prices, start-up billed."),
     ]
     return "\n".join(lines)
 
 
-def chart(rate: Rate, out: Path) -> Path:
+def phone_table(rate: Rate, phone: PhoneRate) -> str:
+    mb = phone.work.megabytes
+    other = (f"plus the other stages' {phone.other_s * 1000:.2f} ms per image per core at the 100x100 rate (1 / "
+             f"{rate.per_core_img_s:.0f} end to end less 1 / {rate.featurize_per_core_img_s:.0f} in the featurize "
+             f"stage, fitted the same way)" if phone.other_s > 0 else "alone: the 100x100 runs' featurize stage is no "
+             "faster per image than their end-to-end fit, so it leaves no other per-image cost to add")
+    ceiling = (f": the same decoding without Spark reaches {phone.engine_img_s:.1f}, so a long run lies between the two"
+               if phone.engine_img_s else "")
+    lines = [
+        f"**Phone photos ({PHONE_SET}, ~{mb:.1f} MB each)**",
+        "",
+        (f"Rate: {phone.work.per_core_img_s:.1f} images per second per core: the featurize stage of the {PHONE_SET} "
+         f"run with JPEG {'draft' if PHONE_DRAFT else 'full'} decoding in `{rate.source}` ({phone.photos:,} photos, "
+         f"{phone.featurize_per_core_img_s * rate.cores:.1f} img/s on {rate.cores} cores, the stage's start included"
+         f"{ceiling}), {other}. Same clusters, fixed seconds per run and listing as the table above."),
+        "",
+        *_markdown(phone.work, PHONE_COLUMNS),
+        "",
+        (f"Bytes read from S3: images x {mb:.1f} MB. Featurize, S3 reads: images x ({S3_READ_S * 1000:.0f} ms + "
+         f"{mb:.1f} MB at an assumed {S3_READ_MB_PER_S:.0f} MB/s per connection = {read_s(mb) * 1000:.0f} ms) / slots. "
+         f"S3 reads from EC2 in the same region carry no transfer charge; the rest as under the table above."),
+    ]
+    return "\n".join(lines)
+
+
+def chart(rate: Rate, phone: PhoneRate | None, out: Path) -> Path:
     images = np.logspace(5, 8, 61)
     fig = Figure(figsize=(12, 4.8))
     FigureCanvasAgg(fig)
     hours_ax, cost_ax = fig.subplots(1, 2)
     colours = ["#2b6cb0", "#2f855a", "#c05621", "#6b46c1"]
+    thumbs = Workload(rate.per_core_img_s, rate.fixed_s)
     for nodes, colour in zip(CHART_NODES, colours, strict=True):
-        estimates = [estimate(rate, int(n), nodes) for n in images]
+        estimates = [estimate(thumbs, int(n), nodes) for n in images]
         cpu_only = [CLUSTER_START_MIN / 60 + rate.fixed_s / 3600 + e.cpu_h for e in estimates]
         hours_ax.plot(images, [e.wall_h for e in estimates], color=colour, linewidth=2,
                       label=f"{nodes} core nodes ({estimates[0].slots} slots)")
         hours_ax.plot(images, cpu_only, color=colour, linewidth=1.2, linestyle="--")
         cost_ax.plot(images, [e.usd for e in estimates], color=colour, linewidth=2, label=f"{nodes} core nodes")
-    for n in ROWS:
-        for ax in (hours_ax, cost_ax):
-            ax.axvline(n, color="#cbd5e0", linewidth=0.8, zorder=0)
+        if phone:
+            phones = [estimate(phone.work, int(n), nodes) for n in images]
+            cost_ax.plot(images, [e.usd for e in phones], color=colour, linewidth=1.6, linestyle="--")
     limit = listing_limit(DRIVER_HEAP_GIB_MAX)
     for ax in (hours_ax, cost_ax):
         ax.axvspan(limit, images[-1], color="#fed7d7", alpha=0.45, zorder=0)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("images per run")
+        for n in ROWS:
+            ax.axvline(n, color="#cbd5e0", linewidth=0.8, zorder=0)
+        ax.set(xscale="log", yscale="log", xlabel="images per run")
         ax.grid(True, which="major", color="#e2e8f0")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
     hours_ax.text(limit * 1.1, hours_ax.get_ylim()[1] * 0.7, "past the driver's\nlisting limit:\nmanifest of paths",
                   fontsize=8.5, va="top", color="#9b2c2c")
     hours_ax.set_ylabel("wall time, hours (incl. start-up)")
-    hours_ax.set_title(f"Hours: solid with S3 reads at {S3_READ_S * 1000:.0f} ms, dashed CPU only", fontsize=10.5)
+    hours_ax.set_title(f"100x100 hours: solid with S3 reads at {S3_READ_S * 1000:.0f} ms, dashed CPU only",
+                       fontsize=10.5)
     cost_ax.set_ylabel("cost per run, USD (on demand, eu-west-1)")
-    cost_ax.set_title("Cost: more nodes buy time; start-up sets the floor", fontsize=10.5)
     hours_ax.legend(fontsize=8.5, loc="upper left")
-    cost_ax.legend(fontsize=8.5, loc="upper left")
-    fig.suptitle(
-        f"fruitfeat on EMR ({INSTANCE}): {rate.per_core_img_s:.0f} img/s per core from {Path(rate.source).name}",
-        fontsize=12,
-    )
+    handles, labels = cost_ax.get_legend_handles_labels()
+    if phone:
+        handles += [Line2D([], [], color="#4a5568", linewidth=2), Line2D([], [], color="#4a5568", linestyle="--")]
+        labels += ["100x100 photos", f"{PHONE_SET} phone photos (~{phone.work.megabytes:.1f} MB)"]
+    cost_ax.legend(handles, labels, fontsize=8.5, loc="upper left")
+    cost_ax.set_title("Cost: solid 100x100, dashed phone photos" if phone else
+                      "Cost: more nodes buy time; start-up sets the floor", fontsize=10.5)
+    phones = f", {phone.work.per_core_img_s:.1f} for {PHONE_SET} phone photos" if phone else ""
+    fig.suptitle(f"fruitfeat on EMR ({INSTANCE}): {rate.per_core_img_s:.0f} img/s per core for 100x100 photos"
+                 f"{phones}, from {Path(rate.source).name}", fontsize=12)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100, facecolor="white")
@@ -263,16 +357,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench", type=Path, help="a bench/results/<timestamp>.json (default: the one "
                         "docs/benchmarks.md cites)")
     parser.add_argument("--chart", type=Path, default=CHART, help=f"PNG to write (default {CHART.relative_to(REPO)})")
-    parser.add_argument("--no-doc", action="store_true", help="print the table instead of updating docs/sizing.md")
+    parser.add_argument("--no-doc", action="store_true", help="print the tables instead of updating docs/sizing.md")
     args = parser.parse_args(argv)
-    rate = fit_rate(args.bench or cited_result())
-    block = table(rate)
+    path = args.bench or cited_result()
+    results = json.loads(path.read_text(encoding="utf-8"))
+    source = str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
+    rate = fit_rate(results, source)
+    phone = phone_rate(results, rate)
+    block = table(rate) + (f"\n\n{phone_table(rate, phone)}" if phone else "")
     if args.no_doc:
         print(block)
     else:
         update_doc(block)
-        print(f"{SIZING_DOC.relative_to(REPO)}: table from {rate.source}")
-    print(chart(rate, args.chart))
+        print(f"{SIZING_DOC.relative_to(REPO)}: tables from {rate.source}" + ("" if phone else " (no phone photos)"))
+    print(chart(rate, phone, args.chart))
     return 0
 
 
