@@ -164,7 +164,8 @@ def decode_engine(args: dict) -> dict:
     from fruitfeat.featurize.model import resolve_weights
 
     size = args["image_size"]
-    files = [str(p) for p in _files(args["images"])[: args["n"]]]
+    files = [str(p) for p in _files(args["images"]) if not (args.get("distinct") and p.name.startswith("c"))]
+    files = files[: args["n"]]
     blob = resolve_weights("random", size, 0, lambda uri: b"", runtime="onnxruntime").blob
     out = {"images": len(files)}
     ctx = get_context("spawn")

@@ -8,15 +8,20 @@ inferring: the job's ceiling), and the peak memory of the Python workers.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-#: name -> generate_phone_photos arguments: a phone's 12 MP JPEG, and a ~30 MB file (48 MP, quality 98).
+#: name -> generate_phone_photos arguments: 12 MP JPEGs of ~3 MB and of ~1.3 MB (less sensor noise: a
+#: well-lit scene), and ~30 MB files (48 MP, quality 98) for memory.
 PHONE_SETS = {
-    "12 MP": {"megapixels": 12.0, "quality": 90, "noise": 5.0},
+    "12 MP, 3 MB": {"megapixels": 12.0, "quality": 90, "noise": 5.0},
+    "12 MP, 1.3 MB": {"megapixels": 12.0, "quality": 90, "noise": 1.0},
     "30 MB": {"megapixels": 48.0, "quality": 98, "noise": 8.0},
 }
+#: The sets the decoders are compared on (with and without Spark).
+TWELVE_MP = ("12 MP, 3 MB", "12 MP, 1.3 MB")
 
 
 def _generate(task: tuple[str, int, str, dict]) -> list[str]:
@@ -29,8 +34,18 @@ def _generate(task: tuple[str, int, str, dict]) -> list[str]:
     return [str(f) for f in files]
 
 
-def make_phone_sets(root: Path, counts: dict[str, int], cores: int) -> dict[str, Path]:
-    """``counts[name]`` photos of each set in PHONE_SETS, spread over the sample classes."""
+def _link_copies(directory: Path, copies: int) -> None:
+    """Each photo again ``copies - 1`` times under other names (hard links): a run long enough that the
+    featurize stage's fixed seconds (a fresh JVM's first job, the workers' start) do not hide its rate,
+    without drawing more photos (~1 s each). Decoding costs the same whichever photo a file holds."""
+    for path in sorted(directory.rglob("*.jpg")):
+        for copy in range(1, copies):
+            os.link(path, path.with_name(f"c{copy}_{path.name}"))
+
+
+def make_phone_sets(root: Path, counts: dict[str, int], cores: int, copies: int) -> dict[str, Path]:
+    """``counts[name]`` distinct photos of each set in PHONE_SETS, spread over the sample classes; the
+    12 MP sets hold each ``copies`` times."""
     from multiprocessing import get_context
 
     from fruitfeat.sample_data import KNOWN_CLASSES
@@ -48,6 +63,8 @@ def make_phone_sets(root: Path, counts: dict[str, int], cores: int) -> dict[str,
         megabytes = sum(Path(f).stat().st_size for f in files) / 1e6
         print(f"[bench]   {len(files)} photos of {name} ({megabytes / len(files):.1f} MB each), "
               f"{time.perf_counter() - start:.0f} s", flush=True)
+        if name in TWELVE_MP:
+            _link_copies(target, copies)
         sets[name] = target
     return sets
 
@@ -57,12 +74,14 @@ def _megabytes(directory: Path) -> float:
 
 
 def run_phone(sets: dict[str, Path], output: Path, args, log: Path, run_child: Callable, job_config: Callable) -> dict:
-    """The decoders without Spark on the 12 MP set, then the job on each set (draft), and on 12 MP with full decoding."""
-    twelve = sets["12 MP"]
-    print("[bench] phone photos: read + decode + infer without Spark, draft and full decoding ...", flush=True)
-    results: dict = {"engine": run_child("decode_engine", {"images": str(twelve), "n": 10**9,
-                                                           "image_size": args.image_size}, log), "runs": []}
-    plan = [("12 MP", True), ("12 MP", False), ("30 MB", True)]
+    """Per 12 MP set the decoders without Spark (on its distinct photos), then the job with each decoder;
+    the job once on the ~30 MB set."""
+    results: dict = {"engine": {}, "runs": []}
+    for name in TWELVE_MP:
+        print(f"[bench] {name} photos: read + decode + infer without Spark, draft and full decoding ...", flush=True)
+        results["engine"][name] = run_child("decode_engine", {"images": str(sets[name]), "n": args.phone,
+                                                              "image_size": args.image_size, "distinct": True}, log)
+    plan = [(name, draft) for name in TWELVE_MP for draft in (True, False)] + [("30 MB", True)]
     for name, draft in (step for step in plan if step[0] in sets):
         print(f"[bench] fruitfeat end to end, {name} photos, jpeg_draft {draft} ...", flush=True)
         config = job_config(sets[name], output, args, jpeg_draft=draft)
@@ -98,13 +117,15 @@ def phone_table(results: dict) -> list[str]:
     for run in phone["runs"]:
         decoder = "draft" if run["jpeg_draft"] else "full"
         n = run["counts"]["listed"]
-        ceiling = engine.get(f"{decoder}_img_s") if run["set"] == "12 MP" else None
+        ceiling = engine[run["set"]].get(f"{decoder}_img_s") if run["set"] in engine else None
         versus = f"{run['featurize_img_s'] / ceiling:.2f}" if ceiling else ""
         lines.append(f"| {run['set']} | {decoder} | {n} | {run['megabytes'] / n:.1f} | {run['featurize_img_s']:.1f} | "
                      f"{run['featurize_mb_s']:.0f} | {f'{ceiling:.1f}' if ceiling else ''} | {versus} | "
                      f"{run['featurize']['arrow_batch_rows']} | {run['memory']['worker_peak_mib']:.0f} | "
                      f"{run['memory']['worker_peak_mib'] / thumb['memory']['worker_peak_mib']:.2f} |")
-    lines += ["", f"Without Spark, 12 MP: draft {engine['draft_img_s']:.1f} img/s ({engine['draft_mb_s']:.0f} MB/s), "
-              f"full decoding {engine['full_img_s']:.1f} img/s ({engine['full_mb_s']:.0f} MB/s): "
-              f"draft decoding is {engine['draft_img_s'] / engine['full_img_s']:.1f}x."]
+    lines.append("")
+    for name, e in engine.items():
+        lines.append(f"Without Spark, {name} ({e['images']} distinct photos): draft {e['draft_img_s']:.1f} img/s "
+                     f"({e['draft_mb_s']:.0f} MB/s), full decoding {e['full_img_s']:.1f} img/s ({e['full_mb_s']:.0f} MB/s): "
+                     f"draft decoding is {e['draft_img_s'] / e['full_img_s']:.1f}x.")
     return lines

@@ -591,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-size", type=int, default=None,
                         help="size of the other-runtime run; default the smallest size")
     parser.add_argument("--pca-rows", type=int, default=20000, help="0 skips the PCA comparison")
-    parser.add_argument("--phone", type=int, default=240, help="12 MP phone photos (0 skips the phone runs)")
+    parser.add_argument("--phone", type=int, default=240, help="distinct photos of each 12 MP set (0 skips the phone runs)")
+    parser.add_argument("--phone-copies", type=int, default=5, help="times each 12 MP photo is in its set (hard links)")
     parser.add_argument("--phone-30mb", type=int, default=24, help="~30 MB photos for the memory measurement")
     parser.add_argument("--no-variants", action="store_true",
                         help="skip the other-runtime run (e.g. for one large size)")
@@ -631,8 +632,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = pipeline_plan(sizes, compare, args.runtime, variants=not args.no_variants)
         results["pipeline"] = run_pipelines(plan, sets, work / "output", args, log)
         if args.phone:
-            print(f"[bench] generating {args.phone} 12 MP and {args.phone_30mb} ~30 MB phone photos ...", flush=True)
-            phone_sets = make_phone_sets(work / "phone", {"12 MP": args.phone, "30 MB": args.phone_30mb}, args.cores)
+            print(f"[bench] generating phone photos: 2 x {args.phone} of 12 MP, {args.phone_30mb} of ~30 MB ...", flush=True)
+            counts = {"12 MP, 3 MB": args.phone, "12 MP, 1.3 MB": args.phone, "30 MB": args.phone_30mb}
+            phone_sets = make_phone_sets(work / "phone", counts, args.cores, args.phone_copies)
             results["phone"] = run_phone(phone_sets, work / "output", args, log, run_child, job_config)
         if args.pca_rows:
             print(f"[bench] PCA {args.pca_rows} x 1280: covariance vs Spark ML, four times each, alternating ...", flush=True)
