@@ -71,8 +71,8 @@ CELLS = [
         """
         # Parameters: `--set` style overrides of conf/local.yaml, e.g. ["featurize.image_size=96", "pca.k=0.95"].
         OVERRIDES: list[str] = []
-        # Test photos per class shown in the prediction grid (the sample set has 6 per class).
-        GRID_PER_CLASS = 6
+        # Test photos per class shown in the prediction grid (the sample set has 6 thumbnails and 1 phone photo per class).
+        GRID_PER_CLASS = 7
         """,
         PARAMETERS_TAG,
     ),
@@ -191,7 +191,7 @@ CELLS = [
         if INPUT_DIR == REPO / "data" / "sample" and not INPUT_DIR.exists():
             from fruitfeat.sample_data import generate_sample_dataset
 
-            count = len(generate_sample_dataset(INPUT_DIR).files)
+            count = len(generate_sample_dataset(INPUT_DIR, phone_per_class=1).files)  # as `make sample-data`
             print(f"generated the sample images in {rel(INPUT_DIR)}: {count} files")
         weights_path = local_path(config.model.weights) if config.model.weights not in ("imagenet", "random") else None
         if weights_path is not None and not weights_path.exists():
@@ -284,6 +284,7 @@ CELLS = [
         from matplotlib.figure import Figure
         from PIL import Image as PILImage
 
+        from fruitfeat.featurize.decode import DecodeOptions
         from fruitfeat.recognition.predict import predict_photos, read_photo
         from fruitfeat.recognition.predictor import PREDICTOR_FILE, load_predictor
 
@@ -299,8 +300,9 @@ CELLS = [
             files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in extensions)
             photos += [str(p) for p in files[:GRID_PER_CLASS]]
         results = predict_photos(photos, RUN_DIR)  # what `fruitfeat predict --run RUN_DIR PHOTO...` runs
+        decoding = DecodeOptions.from_recorded(predictor.meta.get("decode"))  # as the run decoded
 
-        columns = min(6, len(results))
+        columns = min(GRID_PER_CLASS, len(results))  # one row per class
         rows = -(-len(results) // columns)
         figure = Figure(figsize=(1.9 * columns, 2.1 * rows))
         FigureCanvasAgg(figure)
@@ -314,7 +316,7 @@ CELLS = [
                 continue
             label, probability = photo.top[0]
             correct += label == truth
-            ax.imshow(read_photo(photo.photo, predictor.image_size))
+            ax.imshow(read_photo(photo.photo, predictor.image_size, decoding))  # what the network saw
             title = f"{label} {probability:.1%}" + ("" if label == truth else f"\\n(is {truth})")
             ax.set_title(title, fontsize=9, color="green" if label == truth else "red")
         figure.suptitle(f"Predicted fruit on Test photos, run {result.run_id}")

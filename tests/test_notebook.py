@@ -135,7 +135,7 @@ def test_notebook_runs_the_sample_pipeline_and_shows_the_run(tmp_path, monkeypat
     from fruitfeat.sample_data import generate_sample_dataset
 
     generator = _generator()
-    sample = generate_sample_dataset(tmp_path / "sample")  # the full set `make sample-data` writes
+    sample = generate_sample_dataset(tmp_path / "sample", phone_per_class=1)  # the set `make sample-data` writes
     classes = {f.parent.name for f in sample.files}
     output = tmp_path / "output"
     monkeypatch.delenv("FRUITFEAT_REPO", raising=False)  # the notebook must find the repo by itself
@@ -157,7 +157,7 @@ def test_notebook_runs_the_sample_pipeline_and_shows_the_run(tmp_path, monkeypat
         "classifier.candidates=[{family: logistic_regression, reg_param: 0.01}]",
         "spark.conf={spark.driver.memory: 4g, spark.sql.shuffle.partitions: 2, spark.ui.enabled: false}",
     ]
-    parameters.source = f"OVERRIDES = {overrides!r}\nGRID_PER_CLASS = 6\n"
+    parameters.source = f"OVERRIDES = {overrides!r}\nGRID_PER_CLASS = 7\n"
 
     # What `make demo` runs; CellExecutionError (with the cell's traceback) on the first failing cell.
     generator["execute"](notebook, tmp_path / "scratch", timeout=CELL_TIMEOUT_S)
