@@ -74,23 +74,30 @@ def _side_by_side_worker(blob: bytes, images: np.ndarray, batches: tuple[int, ..
     queue.put(rates)
 
 
+def _together(target, arguments: list[tuple], timeout: float) -> list:
+    """Run ``target(*args, barrier, queue)`` in one spawned process per ``arguments`` entry, started together
+    (the barrier), and return what each put on the queue. Spawned, not forked: this process may have
+    TensorFlow's threads running."""
+    from multiprocessing import get_context
+
+    ctx = get_context("spawn")
+    queue, barrier = ctx.Queue(), ctx.Barrier(len(arguments))
+    procs = [ctx.Process(target=target, args=(*args, barrier, queue)) for args in arguments]
+    for proc in procs:
+        proc.start()
+    results = [queue.get(timeout=timeout) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return results
+
+
 def side_by_side(blob: bytes, images: np.ndarray, processes: int, batches: tuple[int, ...]) -> dict[str, float]:
     """img/s of ``processes`` single-thread ONNX Runtime processes running together, by batch size.
 
     This is how a Spark job runs the engine (one Python worker per core, one thread each), so it is the
     engine's figure on the job's own layout, next to the one-process, all-threads figure. Spawned, not
     forked: this process has TensorFlow's threads running."""
-    from multiprocessing import get_context
-
-    ctx = get_context("spawn")
-    queue, barrier = ctx.Queue(), ctx.Barrier(processes)
-    procs = [ctx.Process(target=_side_by_side_worker, args=(blob, images, batches, barrier, queue))
-             for _ in range(processes)]
-    for proc in procs:
-        proc.start()
-    results = [queue.get(timeout=600) for _ in procs]
-    for proc in procs:
-        proc.join()
+    results = _together(_side_by_side_worker, [(blob, images, batches)] * processes, timeout=600)
     return {str(b): sum(r[str(b)] for r in results) for b in batches}
 
 
@@ -159,8 +166,6 @@ def _decode_engine_worker(blob: bytes, files: list[str], size: int, draft: bool,
 def decode_engine(args: dict) -> dict:
     """The job's ceiling on large photos, without Spark: CORES single-thread processes side by side, each
     reading, decoding (draft or full JPEG decode) and inferring its share of the files."""
-    from multiprocessing import get_context
-
     from fruitfeat.featurize.model import resolve_weights
 
     size = args["image_size"]
@@ -168,16 +173,8 @@ def decode_engine(args: dict) -> dict:
     files = files[: args["n"]]
     blob = resolve_weights("random", size, 0, lambda uri: b"", runtime="onnxruntime").blob
     out = {"images": len(files)}
-    ctx = get_context("spawn")
     for name, draft in (("draft", True), ("full", False)):
-        queue, barrier = ctx.Queue(), ctx.Barrier(CORES)
-        procs = [ctx.Process(target=_decode_engine_worker, args=(blob, files[i::CORES], size, draft, barrier, queue))
-                 for i in range(CORES)]
-        for proc in procs:
-            proc.start()
-        results = [queue.get(timeout=1800) for _ in procs]
-        for proc in procs:
-            proc.join()
+        results = _together(_decode_engine_worker, [(blob, files[i::CORES], size, draft) for i in range(CORES)], 1800)
         seconds = max(r[0] for r in results)
         out[f"{name}_img_s"] = len(files) / seconds
         out[f"{name}_mb_s"] = sum(r[1] for r in results) / 1e6 / seconds
