@@ -62,7 +62,7 @@ def test_run_publishes_one_row_per_image_with_k_features(spark, sample_dataset, 
 
 
 @pytest.mark.slow
-def test_manifest_records_what_ran(first_run, onnx_weights_file):
+def test_manifest_records_what_ran(first_run, onnx_weights_file, sample_dataset):
     config, output, result = first_run
     manifest = json.loads((output / "runs" / result.run_id / "manifest.json").read_text())
     assert manifest == result.manifest
@@ -87,7 +87,14 @@ def test_manifest_records_what_ran(first_run, onnx_weights_file):
         "raw_features": f"{result.run_path}/raw_features",
     }
     assert list(result.manifest["stage_seconds"]) == ["session", "list", "weights", "featurize", "account", "pca_fit", "write"]
-    assert manifest["config"]["pca"]["k"] == config.pca.k and manifest["featurize"] == {"inference_batch_size": 8}
+    largest = max(p.stat().st_size for p in sample_dataset.files)
+    assert manifest["config"]["pca"]["k"] == config.pca.k
+    assert manifest["featurize"] == {
+        "inference_batch_size": 8,
+        "arrow_batch_rows": 16,  # the config's arrow_batch_size: thumbnails are far under the byte budget
+        "largest_file_bytes": largest,
+        "decode": {"fit": "crop", "jpeg_draft": True},
+    }
     assert manifest["versions"]["pyspark"].startswith("3.5.")
 
 
