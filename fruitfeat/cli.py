@@ -110,8 +110,9 @@ def _runs_main(argv: list[str]) -> int:
 
 def _weights_main(argv: list[str]) -> int:
     from fruitfeat.featurize.weights import main as weights_main
+    from fruitfeat.sample_data import generate_sample_dataset  # the default int8 calibration images
 
-    return weights_main(argv)
+    return weights_main(argv, generate_sample=generate_sample_dataset)
 
 
 def _sample_data_main(argv: list[str]) -> int:

@@ -39,6 +39,10 @@ class WeightsError(FruitfeatError):
     """The configured weights cannot be obtained or do not match what they claim to be."""
 
 
+class QualityGateError(FruitfeatError):
+    """A quantized model whose features drift too far from the fp32 model's: refused, nothing written."""
+
+
 class PCAInputError(FruitfeatError, ValueError):
     """PCA cannot be fitted as configured on this data."""
 

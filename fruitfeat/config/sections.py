@@ -24,6 +24,8 @@ from fruitfeat.errors import RegionError
 from fruitfeat.io.uris import is_remote, normalize_location
 
 WEIGHTS_KEYWORDS = ("imagenet", "random")
+#: What `fruitfeat weights --precision int8` names the quantized model beside the fp32 ``.onnx``.
+INT8_ONNX_SUFFIX = ".int8.onnx"
 FEATURE_DIM = 1280  # MobileNetV2 (alpha 1.0) after global average pooling
 #: Images per inference call when ``featurize.batch_size`` is not set: each runtime's best (docs/benchmarks.md).
 DEFAULT_BATCH_SIZES = {"onnxruntime": 2, "tensorflow": 16}
@@ -61,6 +63,8 @@ class ModelConfig(_Section):
     seed: int = 0
     # onnxruntime: faster than tensorflow on the same cores, and workers never import TensorFlow.
     runtime: Literal["tensorflow", "onnxruntime"] = "onnxruntime"
+    # int8: the quantized ONNX model; the driver also checks the file's graph against this (resolve_weights).
+    precision: Literal["fp32", "int8"] = "fp32"
 
     @field_validator("weights")
     @classmethod
@@ -79,6 +83,19 @@ class ModelConfig(_Section):
     def _onnx_needs_onnxruntime(self) -> ModelConfig:
         if self.weights.endswith(".onnx") and self.runtime != "onnxruntime":
             raise ValueError("an .onnx model runs with model.runtime onnxruntime; name the .weights.h5 for tensorflow")
+        return self
+
+    @model_validator(mode="after")
+    def _precision_matches_the_file_name(self) -> ModelConfig:
+        # Caught here, before a cluster starts; the driver checks the graph itself when it reads the file.
+        named_int8 = self.weights.endswith(INT8_ONNX_SUFFIX)
+        if self.precision == "int8" and not named_int8:
+            raise ValueError(
+                f"model.precision int8 needs model.weights naming a quantized model ending in {INT8_ONNX_SUFFIX} "
+                f"(written by `fruitfeat weights --precision int8`), got {self.weights!r}"
+            )
+        if self.precision == "fp32" and named_int8:
+            raise ValueError(f"{self.weights!r} is named as a quantized model: set model.precision: int8")
         return self
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fruitfeat.errors import WeightsError
+from fruitfeat.errors import ConfigError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,11 @@ class WeightsPayload:
     @property
     def size_bytes(self) -> int:
         return len(self.blob)
+
+    @property
+    def precision(self) -> str:
+        """``int8`` for a quantized ONNX model (its sidecar's ``quantization`` says how), else ``fp32``."""
+        return self.provenance.get("precision", "fp32")
 
 
 def serialize_weights(arrays: list[np.ndarray]) -> bytes:
@@ -182,6 +187,30 @@ def onnx_input_size(blob: bytes) -> int | None:
     return sides.pop() if len(sides) == 1 and len(dims) == 4 else None
 
 
+#: Operators only a quantized graph holds: what makes an ONNX model int8, whatever its sidecar says.
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"})
+
+
+def onnx_precision(blob: bytes) -> str:
+    import onnx
+
+    ops = {node.op_type for node in onnx.load_from_string(blob).graph.node}
+    return "int8" if ops & QUANTIZED_OPS else "fp32"
+
+
+def check_precision(blob: bytes, provenance: dict[str, Any], precision: str) -> dict[str, Any]:
+    """The provenance with the model's precision, read from its graph, or ConfigError if the config disagrees."""
+    found = onnx_precision(blob)
+    if found != precision:
+        uri = provenance.get("uri", "the ONNX model")
+        fix = "model.precision: int8" if found == "int8" else "model.precision: fp32, or name the .int8.onnx"
+        raise ConfigError(
+            f"model.precision is {precision} but {uri} is an {found} model: set {fix} "
+            "(`fruitfeat weights --precision int8` writes the int8 model beside the fp32 one)"
+        )
+    return provenance if found == provenance.get("precision", "fp32") else {**provenance, "precision": found}
+
+
 def payload_from_onnx(blob: bytes, image_size: int, provenance: dict[str, Any]) -> WeightsPayload:
     """The broadcast of a prebuilt ONNX backbone: no TensorFlow on the driver."""
     built_for = provenance.get("image_size") or onnx_input_size(blob)  # the sidecar's, checked with the sha256
@@ -200,16 +229,20 @@ def resolve_weights(
     seed: int,
     read_bytes: Callable[[str], bytes],
     runtime: str = "tensorflow",
+    precision: str = "fp32",
 ) -> WeightsPayload:
     """Driver side: obtain the weights named by the config and serialize them for the broadcast.
 
     ``read_bytes`` reads a URI (local or S3) so that this module needs no Spark or AWS client. An
-    ``.onnx`` file is broadcast as it is; anything else builds the Keras model, and with
+    ``.onnx`` file is broadcast as it is, once its graph's precision matches ``precision``; anything
+    else builds the Keras model (fp32 only: int8 needs calibration photos, a build step), and with
     ``runtime="onnxruntime"`` converts it to ONNX here.
     """
     if weights.endswith(ONNX_SUFFIX):
         data, provenance = _read_provenance(weights, read_bytes)
-        return payload_from_onnx(data, image_size, provenance)
+        return payload_from_onnx(data, image_size, check_precision(data, provenance, precision))
+    if precision != "fp32":
+        raise ConfigError(f"model.precision {precision} needs a quantized .onnx model in model.weights, not {weights}")
     if weights == "random":
         provenance: dict[str, Any] = {"source": "random", "seed": seed, "warning": "random weights: features are meaningless"}
         _quiet_tensorflow()
