@@ -168,7 +168,7 @@ clean:
 # make bench BENCH_ARGS='--sizes 2000,64000 --no-variants --pca-rows 0 --no-doc'.
 BENCH_ARGS ?=
 .PHONY: bench
-bench: check-java venv
+bench: check-java venv weights
 	$(PY) bench/run_bench.py $(BENCH_ARGS)
 
 # The documentation's figures, drawn from scripts kept beside them: the EMR deployment (from what

@@ -134,6 +134,12 @@ def raw(args: dict) -> dict:
         by_batch, best = _best_batch(fn, images, batches)
         out[f"{name}_by_batch_img_s"], out[f"{name}_best_batch"] = by_batch, best
         out[f"{name}_img_s"] = by_batch[str(best)]
+    # fp32 against int8 on the job's layout, with the real network (`make weights` builds both files).
+    for precision, path in args.get("precision_models", {}).items():
+        by_batch = side_by_side(Path(path).read_bytes(), images, CORES, WORKER_BATCHES)
+        out.setdefault("precision_workers", {})[precision] = {
+            "model": path, "by_batch_img_s": by_batch, "img_s": max(by_batch.values()),
+            "best_batch": int(max(by_batch, key=by_batch.get))}
     # The job's layout: CORES single-thread processes side by side (one Spark Python worker per core).
     by_batch = side_by_side(payload.blob, images, CORES, WORKER_BATCHES)
     out["onnxruntime_workers_by_batch_img_s"] = by_batch

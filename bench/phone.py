@@ -81,14 +81,16 @@ def run_phone(sets: dict[str, Path], output: Path, args, log: Path, run_child: C
         print(f"[bench] {name} photos: read + decode + infer without Spark, draft and full decoding ...", flush=True)
         results["engine"][name] = run_child("decode_engine", {"images": str(sets[name]), "n": args.phone,
                                                               "image_size": args.image_size, "distinct": True}, log)
-    plan = [(name, draft) for name in TWELVE_MP for draft in (True, False)] + [("30 MB", True)]
-    for name, draft in (step for step in plan if step[0] in sets):
-        print(f"[bench] fruitfeat end to end, {name} photos, jpeg_draft {draft} ...", flush=True)
-        config = job_config(sets[name], output, args, jpeg_draft=draft)
+    plan = [(name, draft, "fp32") for name in TWELVE_MP for draft in (True, False)] + [("30 MB", True, "fp32")]
+    if args.int8:
+        plan.append((TWELVE_MP[0], True, "int8"))
+    for name, draft, precision in (step for step in plan if step[0] in sets):
+        print(f"[bench] fruitfeat end to end, {name} photos, jpeg_draft {draft}, {precision} ...", flush=True)
+        config = job_config(sets[name], output, args, jpeg_draft=draft, precision=precision)
         config["pca"]["k"] = min(50, len(list(sets[name].rglob("*.jpg"))))  # a small set has fewer images than 50
         run = run_child("pipeline", {"config": config}, log)
         seconds = run["stage_seconds"]["featurize"]
-        run.update({"set": name, "jpeg_draft": draft, "megabytes": _megabytes(sets[name]),
+        run.update({"set": name, "jpeg_draft": draft, "precision": precision, "megabytes": _megabytes(sets[name]),
                     "featurize_img_s": run["counts"]["listed"] / seconds})
         run["featurize_mb_s"] = run["megabytes"] / seconds
         print(f"[bench]   featurize {run['featurize_img_s']:.1f} img/s, {run['featurize_mb_s']:.0f} MB/s, "
@@ -114,7 +116,7 @@ def phone_table(results: dict) -> list[str]:
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
              f"| 100x100 | (either) | {thumb['counts']['listed']} | | {thumb_fis:.1f} | | | | "
              f"{thumb.get('featurize', {}).get('arrow_batch_rows', '')} | {thumb['memory']['worker_peak_mib']:.0f} | 1.00 |"]
-    for run in phone["runs"]:
+    for run in (r for r in phone["runs"] if r.get("precision", "fp32") == "fp32"):
         decoder = "draft" if run["jpeg_draft"] else "full"
         n = run["counts"]["listed"]
         ceiling = engine[run["set"]].get(f"{decoder}_img_s") if run["set"] in engine else None

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from phone import make_phone_sets, phone_table, run_phone
+from precision import precision_table
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -259,10 +260,13 @@ def random_model(directory: Path, image_size: int) -> dict[str, str]:
 
 def job_config(images: Path, output: Path, args, **featurize) -> dict:
     runtime = featurize.pop("runtime", args.runtime)
+    model = {"weights": str(args.weights[runtime]), "runtime": runtime}
+    if featurize.pop("precision", "fp32") == "int8":  # the real int8 network: a random one cannot be quantized
+        model = {"weights": str(args.int8), "runtime": "onnxruntime", "precision": "int8"}
     return {
         "input": {"path": str(images)},
         "output": {"path": str(output)},
-        "model": {"weights": str(args.weights[runtime]), "runtime": runtime},
+        "model": model,
         "featurize": {"image_size": args.image_size, **featurize},
         "pca": {"k": 50},
         "classifier": {"enabled": False},
@@ -277,15 +281,19 @@ def job_config(images: Path, output: Path, args, **featurize) -> dict:
 COLD = "first run"
 
 
-def pipeline_plan(sizes: list[int], compare: int, runtime: str, variants: bool = True) -> list[tuple[int, str, dict]]:
+def pipeline_plan(sizes: list[int], compare: int, runtime: str, variants: bool = True,
+                  int8: bool = False) -> list[tuple[int, str, dict]]:
     """(images, label, config overrides) of the end-to-end runs, in order, all into one output root.
 
     The first run reads the images into the machine's file cache, so every size after it is measured warm.
-    The other runtime (~2x slower) runs once, at ``compare`` (the smallest size by default)."""
+    The other runtime (~2x slower) runs once, at ``compare`` (the smallest size by default); the int8
+    model at the two largest sizes."""
     other = "tensorflow" if runtime == "onnxruntime" else "onnxruntime"
     plan = [(min(sizes), COLD, {})] + [(n, "", {}) for n in sizes]
     if variants:
         plan += [(compare, "", {"runtime": other})]
+    if int8:
+        plan += [(n, "int8", {"precision": "int8"}) for n in sorted(sizes)[-2:]]
     return plan
 
 
@@ -493,6 +501,8 @@ def table(results: dict) -> str:
     ]
     if results.get("phone"):
         lines += ["", *phone_table(results)]
+    if results["raw"].get("precision_workers"):
+        lines += ["", *precision_table(results)]
     if results.get("pca"):
         lines += ["", *_pca_table(results)]
     return "\n".join(lines)
@@ -515,6 +525,10 @@ def plot(results: dict, path: Path) -> None:
         ax1.plot([r["counts"]["listed"] for r in cold], [r["img_s_end_to_end"] for r in cold], "o", mfc="none",
                  color="C0", label="end to end, first run")
     ax1.plot(ns, [r["counts"]["listed"] / r["stage_seconds"]["featurize"] for r in runs], "s-", label="featurize stage")
+    int8 = sorted((r for r in mine if r.get("variant") == "int8"), key=lambda r: r["counts"]["listed"])
+    if int8:
+        ax1.plot([r["counts"]["listed"] for r in int8], [r["img_s_end_to_end"] for r in int8], "D-", color="C3",
+                 label="fruitfeat end to end, int8 (real network)")
     ax1.axhline(raw[f"{runtime}_img_s"], color="g", ls="--",
                 label=f"raw engine at its best (1 process x {raw['threads']} threads, batch {raw[runtime + '_best_batch']})")
     if workers_img_s(raw, runtime):
@@ -591,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-size", type=int, default=None,
                         help="size of the other-runtime run; default the smallest size")
     parser.add_argument("--pca-rows", type=int, default=20000, help="0 skips the PCA comparison")
+    parser.add_argument("--int8", type=Path, default=ROOT / "data" / "weights" / "mobilenetv2_notop.int8.onnx",
+                        help="the int8 model `make weights` builds (its fp32 source beside it); --int8 '' skips int8")
     parser.add_argument("--phone", type=int, default=240, help="distinct photos of each 12 MP set (0 skips the phone runs)")
     parser.add_argument("--phone-copies", type=int, default=5, help="times each 12 MP photo is in its set (hard links)")
     parser.add_argument("--phone-30mb", type=int, default=24, help="~30 MB photos for the memory measurement")
@@ -604,6 +620,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         return render(args.render, args.no_doc)
     args.argv = " ".join(argv if argv is not None else sys.argv[1:])
+    if str(args.int8) in ("", "."):
+        args.int8 = None
+    elif not args.int8.exists():
+        parser.error(f"{args.int8} is missing: run `make weights` (or pass --int8 '' to leave int8 out)")
+    else:
+        args.int8 = str(args.int8)  # saved with the results (JSON)
     sizes = [int(s) for s in args.sizes.split(",")]
     compare = args.compare_size or min(sizes)
     os.environ["BENCH_CORES"] = str(args.cores)
@@ -625,11 +647,15 @@ def main(argv: list[str] | None = None) -> int:
         results["images"] = {"distinct": min(max(sizes + [compare, args.naive]), DISTINCT_IMAGES),
                              "class_folders_per_split": len(KNOWN_CLASSES) * VARIETIES}
         print(f"[bench] raw engines on {args.raw} decoded images ...", flush=True)
-        results["raw"] = run_child("raw", {"images": str(sets[max(sets)]), "n": args.raw, "image_size": args.image_size}, log)
+        precision_models = {}
+        if args.int8:
+            precision_models = {"fp32": str(args.int8).replace(".int8.onnx", ".onnx"), "int8": str(args.int8)}
+        results["raw"] = run_child("raw", {"images": str(sets[max(sets)]), "n": args.raw, "image_size": args.image_size,
+                                           "precision_models": precision_models}, log)
         print(f"[bench] naive notebook method on {args.naive} images ...", flush=True)
         results["naive"] = run_child("naive", {"images": str(sets[args.naive]), "out": str(work / "naive_out"),
                                                "image_size": args.image_size}, log)
-        plan = pipeline_plan(sizes, compare, args.runtime, variants=not args.no_variants)
+        plan = pipeline_plan(sizes, compare, args.runtime, variants=not args.no_variants, int8=bool(args.int8))
         results["pipeline"] = run_pipelines(plan, sets, work / "output", args, log)
         if args.phone:
             print(f"[bench] generating phone photos: 2 x {args.phone} of 12 MP, {args.phone_30mb} of ~30 MB ...", flush=True)
