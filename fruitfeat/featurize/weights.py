@@ -159,23 +159,35 @@ def _write_sidecar(path: Path, provenance: dict[str, Any]) -> None:
     _sidecar(path).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def _write_whole(out: Path, blob: bytes) -> None:
+    """Written beside, then renamed: a reader never sees half a model."""
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_bytes(blob)
+    tmp.replace(out)
+
+
+def _lineage(sidecar: dict[str, Any], built_from: Path, source: bytes, out: Path, blob: bytes) -> dict[str, Any]:
+    """What a built model's sidecar says of where it comes from and what it is."""
+    return {
+        "source": sidecar.get("source", "unknown"),
+        "description": sidecar.get("description"),
+        "built_from": built_from.name,
+        "built_from_sha256": hashlib.sha256(source).hexdigest(),
+        "file": out.name,
+        "file_sha256": hashlib.sha256(blob).hexdigest(),
+    }
+
+
 def export_onnx(weights: Path, out: Path, image_size: int = 224) -> dict[str, Any]:
     """Convert the weights file to the ONNX model the workers run; write it and its provenance sidecar."""
     source = _read_sidecar(weights) or {}
     data = weights.read_bytes()
     model = load_weights_file(data, image_size)
     payload = payload_from_model(model, image_size, {}, runtime="onnxruntime")
-    tmp = out.with_name(out.name + ".partial")
-    tmp.write_bytes(payload.blob)
-    tmp.replace(out)
+    _write_whole(out, payload.blob)
     provenance = {
-        "source": source.get("source", "unknown"),
-        "description": source.get("description"),
-        "built_from": weights.name,
-        "built_from_sha256": hashlib.sha256(data).hexdigest(),
+        **_lineage(source, weights, data, out, payload.blob),
         "weights_sha256": payload.weights_sha256,
-        "file": out.name,
-        "file_sha256": payload.sha256,
         "image_size": image_size,
         "onnx": payload.provenance["onnx"],
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -195,17 +207,10 @@ def export_int8(onnx: Path, out: Path, calibration: CalibrationSet, request: dic
     fp32 = onnx.read_bytes()
     built = _read_sidecar(onnx) or {}
     blob, report = quantize_model(fp32, calibration.calibration, calibration.holdout, settings)
-    tmp = out.with_name(out.name + ".partial")
-    tmp.write_bytes(blob)
-    tmp.replace(out)
+    _write_whole(out, blob)
     provenance = {
-        "source": built.get("source", "unknown"),
-        "description": built.get("description"),
-        "built_from": onnx.name,
-        "built_from_sha256": hashlib.sha256(fp32).hexdigest(),
+        **_lineage(built, onnx, fp32, out, blob),
         "source_weights_sha256": built.get("weights_sha256"),
-        "file": out.name,
-        "file_sha256": hashlib.sha256(blob).hexdigest(),
         "image_size": int(calibration.calibration.shape[1]),
         "precision": "int8",
         "quantization": {
