@@ -74,6 +74,7 @@ def test_manifest_records_what_ran(first_run, onnx_weights_file, sample_dataset)
         "uri": f"file://{onnx_weights_file}",
         **sidecar,
         "runtime": "onnxruntime",
+        "precision": "fp32",
         "broadcast_sha256": sidecar["file_sha256"],
         "broadcast_bytes": onnx_weights_file.stat().st_size,
     }
