@@ -12,6 +12,7 @@ from fruitfeat.io.listing import (
     input_files,
     list_images,
     list_input,
+    read_files,
     with_labels,
 )
 
@@ -109,6 +110,16 @@ def test_hadoop_path_string_undoes_uri_escapes():
     assert hadoop_path_string("file:/d/P%C3%AAche/%2520.jpg") == "file:/d/Pêche/%20.jpg"
 
 
+FILE_ROWS = "path string, label string, split string, length long, modification_time timestamp, content binary"
+
+
+def _mtime(path):
+    """A file's modification time as Hadoop reports it (milliseconds)."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(path.stat().st_mtime_ns // 1_000_000 / 1000)
+
+
 def test_listing_accounts_for_zero_byte_and_oversized_files(spark, tmp_path):
     make_tree(
         tmp_path,
@@ -130,8 +141,10 @@ def test_listing_accounts_for_zero_byte_and_oversized_files(spark, tmp_path):
     )
     # The zero-byte file is in the listing although binaryFile's scan never returns it.
     assert_df_equality(listing.files(), files, ignore_row_order=True, ignore_nullable=True)
-    images = spark.createDataFrame([(f"file:{tmp_path}/Training/Lime/ok.jpg", "Lime", "Training", b"12345")], LISTED)
+    ok = tmp_path / "Training/Lime/ok.jpg"
+    images = spark.createDataFrame([(f"file:{ok}", "Lime", "Training", 5, _mtime(ok), b"12345")], FILE_ROWS)
     assert_df_equality(listing.images, images, ignore_nullable=True)
+    assert_df_equality(listing.readable, images.drop("label", "split", "content"), ignore_nullable=True)
     oversized = spark.createDataFrame(
         [(f"file:{tmp_path}/Test/Lime/big.jpg", "Lime", "Test", 100)], f"{LABELLED}, size long"
     )
@@ -159,3 +172,15 @@ def test_paths_of_the_listing_match_the_scans_paths(spark, tmp_path):
     assert_df_equality(
         listing.files().select("path"), listing.images.select("path"), ignore_row_order=True, ignore_nullable=True
     )
+
+
+def test_read_files_reads_exactly_the_given_files_whatever_their_names(spark, tmp_path):
+    """The store's new files are read by path: glob characters in a name are taken literally."""
+    make_tree(tmp_path, {"Training/Lime/a[1].jpg": b"one", "Training/Lime/b{2,3}.jpg": b"two",
+                         "Training/Lime/a1.jpg": b"not asked for", "Test/Kiwi/c*.jpg": b"three"})
+    wanted = [tmp_path / "Training/Lime/a[1].jpg", tmp_path / "Training/Lime/b{2,3}.jpg", tmp_path / "Test/Kiwi/c*.jpg"]
+    got = read_files(spark, [f"file:{p}" for p in wanted])
+    expected = spark.createDataFrame(
+        [(f"file:{p}", p.parent.name, p.parent.parent.name, len(p.read_bytes()), _mtime(p), p.read_bytes())
+         for p in wanted], FILE_ROWS)
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)

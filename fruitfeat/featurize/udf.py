@@ -93,15 +93,13 @@ def featurize_images(
 
     ``features`` is null exactly when ``error_reason`` says why the image was not featurized;
     ``packed`` makes it one float32 binary value per row (``fruitfeat.featurize.packed``), for staging.
+    Other columns of ``images`` (the listing's length and modification time) pass through before ``size``.
     """
     featurize = make_featurize_udf(weights, batch_size, intra_op_threads, decode, packed)
+    kept = [c for c in images.columns if c != "content"]
     return images.select(
-        "path",
-        "label",
-        "split",
-        F.length("content").alias("size"),
-        featurize("content").alias("_result"),
-    ).select("path", "label", "split", "size", "_result.*")
+        *kept, F.length("content").alias("size"), featurize("content").alias("_result"),
+    ).select(*kept, "size", "_result.*")
 
 
 #: Rows per Arrow batch sent to the pandas UDF: a session setting, read when the featurize plan runs.

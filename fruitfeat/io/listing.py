@@ -72,6 +72,28 @@ def _images(files: DataFrame, max_file_bytes: int | None) -> DataFrame:
     return files.transform(with_labels).select("path", "label", "split", "content")
 
 
+def _file_rows(relation: DataFrame) -> DataFrame:
+    """``binaryFile``'s columns under the names the job uses (``modification_time``)."""
+    return relation.select("path", "length", F.col("modificationTime").alias("modification_time"), "content")
+
+
+#: Hadoop treats these as glob syntax in a path given to a reader; a backslash makes them literal.
+_GLOB_CHARACTERS = "\\{}[]*?"
+
+
+def read_files(spark: SparkSession, paths: list[str]) -> DataFrame:
+    """``path, label, split, length, modification_time, content`` of exactly these files (no folder listed).
+
+    For runs that read a few files of a large tree: the relation of the whole tree would open every
+    file to read ``content``, while this one's index holds only the given paths.
+    """
+    literal = ["".join("\\" + c if c in _GLOB_CHARACTERS else c for c in p) for p in paths]
+    relation = spark.read.format("binaryFile").load(literal)
+    return _file_rows(relation).transform(with_labels).select(
+        "path", "label", "split", "length", "modification_time", "content"
+    )
+
+
 def list_images(
     spark: SparkSession, root: str, extensions: Iterable[str], max_file_bytes: int | None = None
 ) -> DataFrame:
@@ -83,10 +105,10 @@ def list_images(
 class ImageListing:
     """Everything the job will account for: each listed file ends as a feature row or an error row."""
 
-    images: DataFrame  #: path, label, split, content — the files the featurizer reads
+    images: DataFrame  #: path, label, split, length, modification_time, content — the files to featurize
     oversized: DataFrame  #: path, label, split, size — over the size limit, never read
     uris: tuple[str, ...]  #: every matching file in Spark's file index, zero-byte ones too
-    readable: DataFrame  #: path, length of the files the featurizer reads (no content)
+    readable: DataFrame  #: path, length, modification_time of the files to featurize (no content)
 
     @property
     def file_count(self) -> int:
@@ -115,15 +137,16 @@ def list_input(spark: SparkSession, root: str, extensions: Iterable[str], max_fi
             f"no images ({', '.join(extensions)}) under {root}: "
             "expected <split>/<Class>/<image> (run `make sample-data` for a sample set)"
         )
-    files = relation.select("path", "length", "content")
+    files = _file_rows(relation)
     oversized = (
         files.where(F.col("length") > max_file_bytes)
         .select("path", F.col("length").alias("size"))
         .transform(with_labels)
         .select("path", "label", "split", "size")
     )
-    readable = files.where(F.col("length") <= max_file_bytes).select("path", "length")
-    return ImageListing(_images(files, max_file_bytes), oversized, uris, readable)
+    readable = files.where(F.col("length") <= max_file_bytes)
+    images = readable.transform(with_labels).select("path", "label", "split", "length", "modification_time", "content")
+    return ImageListing(images, oversized, uris, readable.drop("content"))
 
 
 #: Cannot occur in a file name or a URI: separates the paths of the file index in one string.

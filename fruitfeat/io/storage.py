@@ -66,6 +66,45 @@ def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
         stream.close()
 
 
+def create_new(spark: SparkSession, uri: str, data: bytes) -> bool:
+    """Write a whole file only if ``uri`` does not exist yet; False when it already does.
+
+    Local disk: a hard link of a complete temporary file, atomic (two writers: exactly one wins).
+    Hadoop file systems: ``create(overwrite=false)``, atomic on HDFS; on S3 it checks, then writes,
+    so two writers within the same fraction of a second can both pass (docs/choices.md).
+    """
+    local = local_path(uri)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(tmp, local)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    fs, path = _hadoop_fs(spark, uri)
+    if fs.exists(path):
+        return False
+    try:
+        stream = fs.create(path, False)
+    except Exception as exc:  # FileAlreadyExistsException: another writer got there first
+        if "AlreadyExists" in str(exc):
+            return False
+        raise
+    try:
+        stream.write(bytearray(data))
+    finally:
+        stream.close()
+    return True
+
+
 def read_text(spark: SparkSession, uri: str) -> str:
     return read_bytes(spark, uri).decode("utf-8")
 
