@@ -1,4 +1,4 @@
-"""Command line: ``fruitfeat run|predict|report|runs|weights|sample-data``.
+"""Command line: ``fruitfeat run|predict|report|runs|store|weights|sample-data``.
 
 ``jobs/run_pipeline.py`` is ``fruitfeat run``. Commands import their modules lazily so that
 ``fruitfeat predict`` never pays for Spark.
@@ -52,11 +52,15 @@ def run_main(argv: list[str] | None = None) -> int:
     counts = result.manifest["counts"]
     pca = result.manifest["pca"]
     recognition = result.manifest.get("recognition")
+    store = result.manifest["store"]
+    rebuilt = store["rebuilt"]
     print(
         f"fruitfeat: published run {result.run_id}\n"
         f"  features : {result.features_path}  ({counts['featurized']} rows, k={pca['k']}, "
         f"{pca['explained_variance_total']:.1%} of variance)\n"
         f"  quarantined: {counts['quarantined']} of {counts['listed']} listed\n"
+        f"  store    : version {store['version']}: {store['featurized']} files featurized, {store['reused']} reused, "
+        f"{store['changed']} changed, {store['removed']} removed{f' (rebuilt: {rebuilt})' if rebuilt else ''}\n"
         f"  manifest : {result.run_path}/manifest.json\n"
         f"  weights  : {result.manifest['weights'].get('source')}"
     )
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "predict": _predict_main,
         "report": _report_main,
         "runs": _runs_main,
+        "store": _store_main,
         "weights": _weights_main,
         "sample-data": _sample_data_main,
     }
@@ -106,6 +111,12 @@ def _runs_main(argv: list[str]) -> int:
     from fruitfeat.io.runs import main as runs_main
 
     return runs_main(argv)
+
+
+def _store_main(argv: list[str]) -> int:
+    from fruitfeat.store.maintenance import main as store_main
+
+    return store_main(argv)
 
 
 def _weights_main(argv: list[str]) -> int:

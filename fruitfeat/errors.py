@@ -70,6 +70,10 @@ class RunRejectedError(FruitfeatError):
     label = "rejected"
 
 
+class StoreConflictError(FruitfeatError):
+    """Another run committed the feature store (or published) first: this run is neither committed nor published."""
+
+
 class EmrError(FruitfeatError):
     """An EMR deployment step failed or was refused (region, bucket, missing artefact)."""
 

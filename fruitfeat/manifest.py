@@ -63,6 +63,7 @@ def run_manifest(
     recognition: dict[str, Any] | None,
     featurize: dict[str, Any],
     stage_seconds: dict[str, float],
+    store: dict[str, Any],
 ) -> dict[str, Any]:
     """The manifest of a complete run (``outputs.report`` is added by whoever renders the report)."""
     onnx = storage.join(layout.root, ONNX_MODEL_FILE) if payload.runtime == "onnxruntime" else None
@@ -89,6 +90,7 @@ def run_manifest(
             "raw_features": layout.raw_features if config.output.keep_raw_features else None,
         },
         "featurize": {"inference_batch_size": config.inference_batch_size, **featurize},
+        "store": store,
         "spark": {
             "master": spark.sparkContext.master,
             "application_id": spark.sparkContext.applicationId,

@@ -1,5 +1,6 @@
-"""The whole job, as its sequence of stages: list -> featurize -> stage -> account -> fit PCA -> write
--> (recognise) -> publish. Each stage is a call into its own module; this one only wires them."""
+"""The whole job, as its sequence of stages: list -> featurize what the store lacks -> account -> fit PCA
+-> write -> (recognise) -> commit the store -> publish. Each stage is a call into its own module; this
+one only wires them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.broadcast import Broadcast
+from pyspark.sql import DataFrame, SparkSession
 
 from fruitfeat.config import JobConfig
 from fruitfeat.errors import RunRejectedError
@@ -19,14 +21,13 @@ from fruitfeat.featurize.model import ONNX_MODEL_FILE, WeightsPayload, resolve_w
 from fruitfeat.featurize.packed import unpack_features
 from fruitfeat.featurize.udf import ARROW_BATCH_ROWS_CONF, arrow_batch_rows, featurize_images, featurized_rows
 from fruitfeat.io import storage
-from fruitfeat.io.listing import list_input
+from fruitfeat.io.listing import ImageListing, list_input
 from fruitfeat.io.quarantine import Accounting, account_for_listing
 from fruitfeat.io.uris import local_path
 from fruitfeat.io.writer import (
     RunLayout,
     new_run_id,
     publish,
-    stage_table,
     write_json,
     write_pca_model,
     write_table,
@@ -41,6 +42,15 @@ from fruitfeat.recognition.report import REPORT_FILE, render_report
 from fruitfeat.recognition.stage import RecognitionSettings, run_recognition
 from fruitfeat.reduce.pca import FittedPCA, fit_pca, with_pca
 from fruitfeat.session import build_spark_session
+from fruitfeat.store.incremental import (
+    StoreUpdate,
+    commit_update,
+    model_identity,
+    staged_rows,
+    store_unchanged,
+    update_store,
+)
+from fruitfeat.store.table import FeatureStore
 
 log = logging.getLogger("fruitfeat")
 
@@ -84,35 +94,55 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
                                   config.model.precision)
         weights = spark.sparkContext.broadcast(payload)
         log.info("model: %(source)s, %(runtime)s, sha256 %(broadcast_sha256).12s", weights_section(payload))
-    with timer.stage("featurize", f"featurizing {listing.file_count} images with MobileNetV2"):
-        facts = _bound_arrow_batches(spark, config, listing.largest_file_bytes())
-        decode = DecodeOptions(config.featurize.fit, config.featurize.jpeg_draft, config.input.max_image_pixels)
-        facts["decode"] = decode.recorded()
-        featurized = featurize_images(listing.images, weights, config.inference_batch_size,
-                                      config.featurize.intra_op_threads, decode, packed=True)
-        staged = stage_table(featurized, layout.staged_features)  # featurized once, read by every later stage
-    with timer.stage("account", "writing the errors table and counting where every file went"):
-        accounting = account_for_listing(staged, listing, config.input.max_file_bytes)
-        write_table(accounting.errors, layout.errors)
-        log.info("featurized %(featurized)d of %(listed)d files (%(quarantined)d quarantined)", accounting.counts)
-        _reject_if_needed(spark, layout, config, accounting)
-    features = featurized_rows(staged)
-    with timer.stage("pca_fit", f"fitting PCA (k={config.pca.k})"):
-        fitted = fit_pca(features, config.pca.k)
-    with timer.stage("write", "writing the features and the models"):
-        write_table(features.transform(with_pca(fitted.model)), layout.features)
-        if config.output.keep_raw_features:
-            write_table(unpack_features(features), layout.raw_features)
-        _write_models(spark, layout, fitted, payload)
-        storage.delete_tree(spark, layout.staged_features)
-    recognition = None
-    if config.classifier.enabled:
-        with timer.stage("recognition", "training and evaluating the fruit classifier"):
-            recognition = _recognise(spark, config, layout, fitted, payload, facts["decode"])
-    manifest = run_manifest(spark, layout, config, accounting, fitted, payload, recognition, facts, timer.seconds)
+    store = FeatureStore(spark, config.store_path)
+    with timer.stage("featurize", f"featurizing new and changed files among {listing.file_count} into the store at {store.root}"):
+        update, facts = _featurize_into_store(spark, config, listing, payload, weights, store, layout.run_id)
+        staged = staged_rows(store, update)  # featurized once, kept in the store, read by every later stage
+    with store_unchanged(store, update, layout.run_id):  # a failure caused by a concurrent commit says so
+        with timer.stage("account", "writing the errors table and counting where every file went"):
+            accounting = account_for_listing(staged, listing, config.input.max_file_bytes)
+            write_table(accounting.errors, layout.errors)
+            log.info("%(featurized)d of %(listed)d files have features (%(quarantined)d quarantined)",
+                     accounting.counts)
+            _reject_if_needed(spark, layout, config, accounting, update, store)
+        features = featurized_rows(staged)
+        with timer.stage("pca_fit", f"fitting PCA (k={config.pca.k})"):
+            fitted = fit_pca(features, config.pca.k)
+        with timer.stage("write", "writing the features and the models"):
+            write_table(features.transform(with_pca(fitted.model)), layout.features)
+            if config.output.keep_raw_features:
+                write_table(unpack_features(features), layout.raw_features)
+            _write_models(spark, layout, fitted, payload)
+        recognition = None
+        if config.classifier.enabled:
+            with timer.stage("recognition", "training and evaluating the fruit classifier"):
+                recognition = _recognise(spark, config, layout, fitted, payload, facts["decode"])
+        with timer.stage("commit", "committing the feature store"):
+            version = commit_update(store, update, layout.run_id, accounting.quarantined)
+    manifest = run_manifest(spark, layout, config, accounting, fitted, payload, recognition, facts, timer.seconds,
+                            {**update.summary(store), "version": version.number})
     _publish(spark, layout, manifest)
     weights.unpersist()
     return RunResult(layout.run_id, layout.root, layout.features, manifest)
+
+
+def _featurize_into_store(
+    spark: SparkSession, config: JobConfig, listing: ImageListing, payload: WeightsPayload, weights: Broadcast,
+    store: FeatureStore, run_id: str,
+) -> tuple[StoreUpdate, dict[str, Any]]:
+    """Featurize the files the store has no row for, into segments this run will commit."""
+    facts = _bound_arrow_batches(spark, config, listing.largest_file_bytes())
+    decode = DecodeOptions(config.featurize.fit, config.featurize.jpeg_draft, config.input.max_image_pixels)
+    facts["decode"] = decode.recorded()
+
+    def featurize(images: DataFrame) -> DataFrame:
+        return featurize_images(images, weights, config.inference_batch_size, config.featurize.intra_op_threads,
+                                decode, packed=True)
+
+    identity = model_identity(payload.sha256, payload.image_size, payload.precision, payload.runtime, facts["decode"])
+    update = update_store(store, listing, featurize, identity, run_id, config.store.incremental,
+                          config.store.compact_after_segments)
+    return update, facts
 
 
 def _bound_arrow_batches(spark: SparkSession, config: JobConfig, largest_file_bytes: int) -> dict[str, Any]:
@@ -123,13 +153,16 @@ def _bound_arrow_batches(spark: SparkSession, config: JobConfig, largest_file_by
     return {"arrow_batch_rows": rows, "largest_file_bytes": largest_file_bytes}
 
 
-def _reject_if_needed(spark: SparkSession, layout: RunLayout, config: JobConfig, accounting: Accounting) -> None:
-    """A run with too much quarantined keeps its errors table and manifest, and is never published."""
+def _reject_if_needed(spark: SparkSession, layout: RunLayout, config: JobConfig, accounting: Accounting,
+                      update: StoreUpdate, store: FeatureStore) -> None:
+    """A run with too much quarantined keeps its errors table and manifest, and is never published.
+
+    Its store segments are never committed: the next commit deletes them."""
     reason = accounting.rejection(config.quarantine.max_fraction)
     if reason is None:
         return
-    storage.delete_tree(spark, layout.staged_features)
-    write_json(spark, layout.manifest, rejected_manifest(layout, config, accounting, reason))
+    manifest = rejected_manifest(layout, config, accounting, reason)
+    write_json(spark, layout.manifest, {**manifest, "store": update.summary(store)})
     raise RunRejectedError(f"{reason}; see {layout.errors} (run {layout.run_id} was not published)")
 
 

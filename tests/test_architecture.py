@@ -13,7 +13,7 @@ LAYERS = [
     ("config",),
     ("featurize", "reduce"),
     ("io",),
-    ("recognition", "session", "sample_data", "phone_photos"),
+    ("recognition", "session", "sample_data", "phone_photos", "store"),
     ("manifest",),
     ("pipeline", "cloud"),
     ("cli",),

@@ -98,7 +98,10 @@ def test_run_manifest_of_a_complete_run(spark, layout, config):
     fitted = FittedPCA(pca_model_from_components(spark, components, np.array([0.5, 0.25])), [0.5, 0.25, 0.125, 0.125])
     accounting = Accounting(listed=10, featurized=9, reasons={"empty_file": 1}, errors=None)
     featurize = {"arrow_batch_rows": 6, "largest_file_bytes": 5_000_000, "decode": {"fit": "crop", "jpeg_draft": True}}
-    manifest = run_manifest(spark, layout, config, accounting, fitted, ONNX, None, featurize, {"list": 1.5, "featurize": 20.25})
+    store = {"path": "s3a://fruits-eu/out/store", "version": 3, "base_version": 2, "rebuilt": None, "reused": 8,
+             "featurized": 1, "changed": 0, "removed": 0, "merged": 0}
+    manifest = run_manifest(spark, layout, config, accounting, fitted, ONNX, None, featurize,
+                            {"list": 1.5, "featurize": 20.25}, store)
     root = "s3a://fruits-eu/out/runs/20261203T081500Z-0123abcd"
     versions = manifest.pop("versions")
     assert manifest == {
@@ -124,6 +127,7 @@ def test_run_manifest_of_a_complete_run(spark, layout, config):
             "raw_features": None,
         },
         "featurize": {"inference_batch_size": 8, **featurize},
+        "store": store,
         "spark": {
             "master": "local[2]",
             "application_id": spark.sparkContext.applicationId,
@@ -142,7 +146,7 @@ def test_run_manifest_under_tensorflow_has_no_onnx_model(spark, layout, tmp_path
     )  # fmt: skip
     fitted = FittedPCA(pca_model_from_components(spark, np.eye(3)[:, :1], np.array([1.0])), [1.0, 0.0, 0.0], 0.9)
     payload = WeightsPayload(b"npz", "ef" * 32, 32, {"source": "random"}, "tensorflow", "ef" * 32)
-    manifest = run_manifest(spark, layout, config, Accounting(3, 3, {}, None), fitted, payload, None, {}, {})
+    manifest = run_manifest(spark, layout, config, Accounting(3, 3, {}, None), fitted, payload, None, {}, {}, {})
     root = "s3a://fruits-eu/out/runs/20261203T081500Z-0123abcd"
     assert manifest["outputs"]["onnx_model"] is None
     assert manifest["outputs"]["raw_features"] == f"{root}/raw_features"

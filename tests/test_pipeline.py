@@ -87,7 +87,7 @@ def test_manifest_records_what_ran(first_run, onnx_weights_file, sample_dataset)
         "onnx_model": f"{result.run_path}/backbone.onnx",
         "raw_features": f"{result.run_path}/raw_features",
     }
-    assert list(result.manifest["stage_seconds"]) == ["session", "list", "weights", "featurize", "account", "pca_fit", "write"]
+    assert list(result.manifest["stage_seconds"]) == ["session", "list", "weights", "featurize", "account", "pca_fit", "write", "commit"]
     largest = max(p.stat().st_size for p in sample_dataset.files)
     assert manifest["config"]["pca"]["k"] == config.pca.k
     assert manifest["featurize"] == {

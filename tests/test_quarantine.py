@@ -7,7 +7,6 @@ from fruitfeat.featurize.decode import DecodeOptions
 from fruitfeat.featurize.udf import featurize_images
 from fruitfeat.io.listing import list_input
 from fruitfeat.io.quarantine import ERROR_COLUMNS, Accounting, account_for_listing
-from fruitfeat.io.writer import stage_table
 
 from .bad_inputs import MAX_FILE_BYTES, MAX_IMAGE_PIXELS, build_mixed_corpus, make_tree
 from .feature_frames import ERRORS_SCHEMA, staged_frame
@@ -101,7 +100,8 @@ def test_the_mixed_corpus_through_featurizer_and_accounting(spark, tmp_path, bro
     corpus = build_mixed_corpus(tmp_path / "in", good_seeds=1)
     listing = list_input(spark, f"file://{corpus.root}", ["jpg", "jpeg", "png"], max_file_bytes=MAX_FILE_BYTES)
     featurized = featurize_images(listing.images, broadcast_payload, batch_size=4, decode=DecodeOptions(max_pixels=MAX_IMAGE_PIXELS))
-    staged = stage_table(featurized, f"file://{tmp_path}/staged")
+    featurized.write.parquet(f"file://{tmp_path}/staged")
+    staged = spark.read.parquet(f"file://{tmp_path}/staged")
     accounting, errors = account(spark, staged, listing, MAX_FILE_BYTES, tmp_path)
 
     got = {r.path: (r.reason, r.size) for r in errors.collect()}

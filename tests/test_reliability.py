@@ -10,7 +10,9 @@ import pytest
 from fruitfeat.cli import run_main
 from fruitfeat.errors import RunRejectedError
 from fruitfeat.io.runs import list_runs
+from fruitfeat.config.sections import StoreConfig
 from fruitfeat.pipeline import run_pipeline
+from fruitfeat.store.table import FeatureStore
 
 from .bad_inputs import MAX_FILE_BYTES, MAX_IMAGE_PIXELS, build_mixed_corpus
 from .conftest import job_config
@@ -99,8 +101,11 @@ def test_too_much_quarantine_rejects_the_run_before_pca(spark, tmp_path, monkeyp
             "decompression_bomb": 1, "too_large": 1,
         },
         "outputs": {"errors": f"file://{run}/errors"},
+        "store": {"path": f"file://{output}/store", "base_version": 0, "rebuilt": None, "reused": 0,
+                  "featurized": 13, "changed": 0, "removed": 0, "merged": 0},
     }  # fmt: skip
     assert spark.read.parquet(str(run / "errors")).count() == 7
+    assert not (output / "store" / "_log").exists()  # nothing committed: the store is still empty
     assert [(r.run_id, r.status) for r in list_runs(f"file://{output}")] == [(run.name, "rejected")]
 
 
@@ -126,12 +131,13 @@ STAGES = [
     "list_input",
     "resolve_weights",
     "featurize_images",
-    "stage_table",
+    "update_store",
     "account_for_listing",
     "fit_pca",
     "with_pca",
     "write_table",
     "write_pca_model",
+    "commit_update",
     "write_json",
     "publish",
 ]
@@ -158,6 +164,7 @@ def test_a_fault_at_any_stage_leaves_the_published_run_untouched(spark, publishe
     config, output, good = published_once
     before = _snapshot(output, good.run_id)
     runs_before = {r.run_id for r in list_runs(f"file://{output}")}
+    store_before = FeatureStore(spark, config.store_path).current()
 
     def fault(*args, **kwargs):
         raise OSError(f"injected fault in {stage}")
@@ -170,14 +177,20 @@ def test_a_fault_at_any_stage_leaves_the_published_run_untouched(spark, publishe
     else:
         assert callable(getattr(pipeline, stage))
         monkeypatch.setattr(pipeline, stage, fault)
+    everything = config.model_copy(update={"store": StoreConfig(incremental=False)})  # featurize every file
     with pytest.raises(OSError, match=f"injected fault in {stage}"):
-        run_pipeline(config, spark)
+        run_pipeline(everything, spark)
     assert _snapshot(output, good.run_id) == before
     assert json.loads((output / "_LATEST").read_text())["run_id"] == good.run_id
     # The failed run, once it has written anything, stays visible and is never taken for a complete one.
     new = [r for r in list_runs(f"file://{output}") if r.run_id not in runs_before]
-    if stage in ("list_input", "resolve_weights", "featurize_images", "stage_table"):
-        assert new == []  # nothing written yet: the staged table is the run's first file
+    # Until the commit, the store is as it was: what the failed run wrote there belongs to no version.
+    store = FeatureStore(spark, config.store_path)
+    if STAGES.index(stage if stage in STAGES else "publish") <= STAGES.index("commit_update"):
+        assert store.current() == store_before
+    if stage in ("list_input", "resolve_weights", "featurize_images", "update_store", "account_for_listing",
+                 "write_table"):
+        assert new == []  # nothing written in the run's folder yet: the errors table is its first file
     elif stage == "latest_pointer":
         assert [r.status for r in new] == ["complete"]
     else:

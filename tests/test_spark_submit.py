@@ -154,7 +154,7 @@ def test_losing_an_executor_mid_featurization_changes_nothing(tmp_path, spark, r
         killed = None
         deadline = time.monotonic() + 300
         while killed is None and time.monotonic() < deadline and proc.poll() is None:
-            if f"featurizing {len(data.files)} images with MobileNetV2" in log_path.read_text():
+            if f"featurizing new and changed files among {len(data.files)} into the store" in log_path.read_text():
                 executors = [p for p, cmd in descendants(proc.pid) if "CoarseGrainedExecutorBackend" in cmd]
                 # A task is running once an executor has spawned Python workers.
                 busy = [p for p in executors if any("pyspark" in cmd for _, cmd in descendants(p))]

@@ -10,7 +10,6 @@ from fruitfeat.io.writer import (
     new_run_id,
     publish,
     read_latest,
-    stage_table,
     write_table,
 )
 
@@ -28,7 +27,6 @@ def test_layout_of_a_run():
     assert layout.features == "s3a://bucket/out/runs/R1/features"
     assert layout.errors == "s3a://bucket/out/runs/R1/errors"
     assert layout.manifest == "s3a://bucket/out/runs/R1/manifest.json"
-    assert layout.staged_features == "s3a://bucket/out/runs/R1/staged_features"
     assert layout.raw_features == "s3a://bucket/out/runs/R1/raw_features"
     assert layout.pca_model == "s3a://bucket/out/runs/R1/pca_model"
     assert layout.complete_marker == "s3a://bucket/out/runs/R1/_RUN_COMPLETE"
@@ -42,34 +40,6 @@ def test_tables_are_never_overwritten(spark, tmp_path):
     with pytest.raises(Exception, match="already exists"):
         write_table(df, target)
     assert spark.read.parquet(target).collect()[0].n == 1
-
-
-def test_staging_writes_once_and_later_stages_read_the_table(spark, tmp_path):
-    """The featurization is the job's whole cost: what comes back is a scan of the written files, not its plan."""
-    from pyspark.sql import functions as F
-
-    rows = [("a", [float(i) + 0.5 for i in range(300)], None), ("b", None, "not_an_image")]
-    schema = "path string, features array<float>, error_reason string"
-    calls = spark.sparkContext.accumulator(0)
-
-    @F.udf("string")
-    def counted(path):
-        calls.add(1)
-        return path
-
-    df = spark.createDataFrame(rows, schema).withColumn("path", counted("path"))
-    staged = stage_table(df, f"file://{tmp_path}/staged")
-    assert calls.value == 2
-    assert_df_equality(staged, spark.createDataFrame(rows, schema), ignore_row_order=True, ignore_nullable=True)
-    assert staged.count() == 2 and calls.value == 2  # reading it again computes nothing
-    assert all(f.startswith(f"file://{tmp_path}/staged/part-") for f in staged.inputFiles())
-    import pyarrow.parquet as pq
-
-    columns = [pq.ParquetFile(f.removeprefix("file://")).metadata.row_group(0).column(1)
-               for f in staged.inputFiles() if pq.ParquetFile(f.removeprefix("file://")).metadata.num_row_groups]
-    assert {(c.compression, c.has_dictionary_page) for c in columns} == {("UNCOMPRESSED", False)}  # written plain
-    with pytest.raises(Exception, match="already exists"):
-        stage_table(df, f"file://{tmp_path}/staged")
 
 
 def test_publish_marks_the_run_then_points_latest_at_it(spark, tmp_path):
@@ -94,3 +64,14 @@ def test_small_files_follow_the_umask_not_mkstemps_0600(spark, tmp_path):
     mode = stat.S_IMODE((tmp_path / "m.json").stat().st_mode)
     assert mode == 0o666 & ~storage._UMASK and mode & stat.S_IRGRP == (0o040 & ~storage._UMASK)
     assert (tmp_path / "m.json").read_text() == "{}" and os.listdir(tmp_path) == ["m.json"]
+
+
+def test_latest_never_goes_back_to_an_older_run(spark, tmp_path):
+    from fruitfeat.errors import StoreConflictError
+
+    publish(spark, RunLayout(f"file://{tmp_path}", "20260102T000000Z-bbbbbbbb"), {"k": 3})
+    older = RunLayout(f"file://{tmp_path}", "20260101T000000Z-aaaaaaaa")
+    with pytest.raises(StoreConflictError, match="later run 20260102T000000Z-bbbbbbbb was published first"):
+        publish(spark, older, {"k": 3})
+    assert read_latest(spark, older.output)["run_id"] == "20260102T000000Z-bbbbbbbb"
+    assert (tmp_path / "runs" / older.run_id / "_RUN_COMPLETE").exists()  # complete, listed by `fruitfeat runs`

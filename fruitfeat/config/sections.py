@@ -136,6 +136,13 @@ class QuarantineConfig(_Section):
     max_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
 
 
+class StoreConfig(_Section):
+    path: Location | None = None  # None: <output.path>/store
+    incremental: bool = True
+    # A run that leaves more segments than this merges all but the largest into one.
+    compact_after_segments: int = Field(default=20, ge=2, le=10_000)
+
+
 class SparkConfig(_Section):
     master: str | None = None
     app_name: str = "fruitfeat"
@@ -184,6 +191,7 @@ class JobConfig(_Section):
     featurize: FeaturizeConfig = FeaturizeConfig()
     pca: PCAConfig = PCAConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
+    store: StoreConfig = StoreConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     spark: SparkConfig = SparkConfig()
     s3: S3Config = S3Config()
@@ -193,13 +201,19 @@ class JobConfig(_Section):
         """``featurize.batch_size``, or the best of ``model.runtime`` when it is not set."""
         return self.featurize.batch_size or DEFAULT_BATCH_SIZES[self.model.runtime]
 
+    @property
+    def store_path(self) -> str:
+        """``store.path``, or ``store/`` under the output."""
+        return self.store.path or f"{self.output.path.rstrip('/')}/store"
+
     @model_validator(mode="after")
     def _profile_guards(self) -> JobConfig:
         if self.profile != "emr":
             return self
         if self.model.weights == "random":
             raise ValueError("model.weights 'random' is for tests; the emr profile needs real weights")
-        for name, location in (("input.path", self.input.path), ("output.path", self.output.path)):
+        for name, location in (("input.path", self.input.path), ("output.path", self.output.path),
+                               ("store.path", self.store_path)):
             if not is_remote(location):
                 raise ValueError(f"{name} must be an s3:// URI in the emr profile, got {location!r}")
         # The photos, their EXIF and their file names are personal data: a cluster run stays in the EU.

@@ -16,6 +16,7 @@ from typing import Any
 from pyspark.ml.feature import PCAModel
 from pyspark.sql import DataFrame, SparkSession
 
+from fruitfeat.errors import StoreConflictError
 from fruitfeat.io import storage
 
 LATEST = "_LATEST"
@@ -50,11 +51,6 @@ class RunLayout:
         return storage.join(self.root, "raw_features")
 
     @property
-    def staged_features(self) -> str:
-        """The job's own table of 1280-d features and decode errors: deleted when the run completes."""
-        return storage.join(self.root, "staged_features")
-
-    @property
     def pca_model(self) -> str:
         return storage.join(self.root, "pca_model")
 
@@ -71,24 +67,14 @@ class RunLayout:
         return storage.join(self.output, LATEST)
 
 
-#: The staged features are all distinct floats, read back once and deleted: a dictionary never pays and
-#: compression saves ~7 %; written plain, the featurize stage runs 3-5 % faster (docs/choices.md).
+#: The store's packed features are all distinct floats: a dictionary never pays and compression saves
+#: ~7 %; written plain, the featurize stage runs 3-5 % faster (docs/choices.md).
 STAGING_OPTIONS = {"compression": "none", "parquet.enable.dictionary": "false"}
 
 
 def write_table(df: DataFrame, uri: str) -> None:
     """Parquet into a location that must not exist yet: a run never overwrites anything."""
     df.write.mode("errorifexists").parquet(uri)
-
-
-def stage_table(df: DataFrame, uri: str) -> DataFrame:
-    """Write ``df`` once and read it back: later stages read these rows, never recompute its plan.
-
-    The featurization is the job's whole cost and PCA, the accounting and the outputs each read its
-    result; a written table is read cheaply and holds no executor memory, unlike a cache.
-    """
-    df.write.mode("errorifexists").options(**STAGING_OPTIONS).parquet(uri)
-    return df.sparkSession.read.parquet(uri)
 
 
 def write_pca_model(model: PCAModel, uri: str) -> None:
@@ -100,8 +86,17 @@ def write_json(spark: SparkSession, uri: str, document: dict[str, Any]) -> None:
 
 
 def publish(spark: SparkSession, layout: RunLayout, summary: dict[str, Any]) -> dict[str, Any]:
-    """Mark the run complete, then point ``_LATEST`` at it (one atomic write)."""
+    """Mark the run complete, then point ``_LATEST`` at it (one atomic write) unless a later run is there.
+
+    Run ids sort by start time: ``_LATEST`` never goes back to a run older than the one it names.
+    """
     write_json(spark, layout.complete_marker, {"run_id": layout.run_id})
+    current = read_latest(spark, layout.output)
+    if current is not None and current["run_id"] > layout.run_id:
+        raise StoreConflictError(
+            f"run {layout.run_id} is complete in {layout.root} but not published: the later run "
+            f"{current['run_id']} was published first, and {LATEST} never goes back to an older run"
+        )
     pointer = {
         "run_id": layout.run_id,
         "path": layout.root,
