@@ -259,7 +259,7 @@ def pipeline(args: dict) -> dict:
     m = result.manifest
     return {"seconds": total, "stage_seconds": m["stage_seconds"], "counts": m["counts"],
             "broadcast_bytes": m["weights"]["broadcast_bytes"], "runtime": m["config"]["model"]["runtime"],
-            "featurize": m["featurize"]}
+            "featurize": m["featurize"], "store": m["store"], "features_path": result.features_path}
 
 
 def _write_like_spark(data: np.ndarray, directory: Path, files: int) -> None:
@@ -346,5 +346,9 @@ def pca(args: dict) -> dict:
 
 if __name__ == "__main__":
     mode, payload = sys.argv[1], json.loads(sys.argv[2])
-    result = {"raw": raw, "naive": naive, "pipeline": pipeline, "pca": pca, "decode_engine": decode_engine}[mode](payload)
+    from incremental import compare, discover
+
+    modes = {"raw": raw, "naive": naive, "pipeline": pipeline, "pca": pca, "decode_engine": decode_engine,
+             "discover": discover, "compare": compare}
+    result = modes[mode](payload)
     print("BENCH_RESULT " + json.dumps(result), flush=True)

@@ -3,7 +3,8 @@
 Every measurement runs in its own process (bench/job.py), so each gets a fresh JVM and fresh Python
 workers; this process samples /proc every 0.3 s for the peak resident memory (VmHWM) of that
 process (the Spark driver), its JVM and its pyspark workers. The end-to-end runs share one output
-root, as successive runs of a daily job do. Writes
+root, each with a feature store of its own, so each featurizes every image; the incremental section
+measures a store reused by the next day's run (bench/incremental.py). Writes
 bench/results/<timestamp>.json and .png, prints a table and rewrites the generated part of
 docs/benchmarks.md.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -23,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from incremental import incremental_table, run_incremental
 from phone import make_phone_sets, phone_table, run_phone
 from precision import precision_table
 
@@ -258,7 +261,11 @@ def random_model(directory: Path, image_size: int) -> dict[str, str]:
     return {"tensorflow": str(h5), "onnxruntime": str(onnx)}
 
 
-def job_config(images: Path, output: Path, args, **featurize) -> dict:
+_STORES = itertools.count()
+
+
+def job_config(images: Path, output: Path, args, store: str | None = None, **featurize) -> dict:
+    """One run's config; each run gets a store of its own (an empty one: a full run) unless ``store`` names one."""
     runtime = featurize.pop("runtime", args.runtime)
     model = {"weights": str(args.weights[runtime]), "runtime": runtime}
     if featurize.pop("precision", "fp32") == "int8":  # the real int8 network: a random one cannot be quantized
@@ -269,6 +276,7 @@ def job_config(images: Path, output: Path, args, **featurize) -> dict:
         "model": model,
         "featurize": {"image_size": args.image_size, **featurize},
         "pca": {"k": 50},
+        "store": {"path": store or str(output / "stores" / str(next(_STORES)))},
         "classifier": {"enabled": False},
         "spark": {"master": f"local[{args.cores}]", "app_name": "fruitfeat-bench",
                   "conf": {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
@@ -318,7 +326,7 @@ def run_pipelines(plan: list[tuple[int, str, dict]], sets: dict[int, Path], outp
 # ------------------------------------------------------------------ report
 
 
-STAGES = ["session", "list", "weights", "featurize", "account", "pca_fit", "write"]
+STAGES = ["session", "list", "weights", "featurize", "account", "pca_fit", "write", "commit"]
 
 
 def _stage_order(stage: str) -> tuple[int, str]:
@@ -503,6 +511,8 @@ def table(results: dict) -> str:
         lines += ["", *phone_table(results)]
     if results["raw"].get("precision_workers"):
         lines += ["", *precision_table(results)]
+    if results.get("incremental"):
+        lines += ["", *incremental_table(results)]
     if results.get("pca"):
         lines += ["", *_pca_table(results)]
     return "\n".join(lines)
@@ -610,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phone", type=int, default=240, help="distinct photos of each 12 MP set (0 skips the phone runs)")
     parser.add_argument("--phone-copies", type=int, default=5, help="times each 12 MP photo is in its set (hard links)")
     parser.add_argument("--phone-30mb", type=int, default=24, help="~30 MB photos for the memory measurement")
+    parser.add_argument("--no-incremental", action="store_true", help="skip the daily incremental run")
     parser.add_argument("--no-variants", action="store_true",
                         help="skip the other-runtime run (e.g. for one large size)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
@@ -662,6 +673,8 @@ def main(argv: list[str] | None = None) -> int:
             counts = {"12 MP, 3 MB": args.phone, "12 MP, 1.3 MB": args.phone, "30 MB": args.phone_30mb}
             phone_sets = make_phone_sets(work / "phone", counts, args.cores, args.phone_copies)
             results["phone"] = run_phone(phone_sets, work / "output", args, log, run_child, job_config)
+        if not args.no_incremental:
+            results["incremental"] = run_incremental(sets[max(sizes)], work, args, log, run_child, job_config)
         if args.pca_rows:
             print(f"[bench] PCA {args.pca_rows} x 1280: covariance vs Spark ML, four times each, alternating ...", flush=True)
             results["pca"] = run_child("pca", {"rows": args.pca_rows, "dim": 1280, "k": 50, "work": str(work)}, log)
