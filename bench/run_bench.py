@@ -481,7 +481,7 @@ def _pca_table(results: dict) -> list[str]:
              f"{p['input_files']} files, {p['input_partitions']} partitions), one Spark application, the methods alternating "
              f"({len(p['covariance_runs_s'])} fits each):", "",
              "| method (input table) | best seconds | worst (cold) seconds | all runs |", "| --- | ---: | ---: | --- |",
-             row("covariance", "covariance, fruitfeat (`array<float>` rows; the job reads its packed staging table)"),
+             row("covariance", "covariance, fruitfeat (`array<float>` rows; the job reads the store's packed rows)"),
              row("spark_ml", "`pyspark.ml.feature.PCA` (the same rows as vectors)"), "",
              f"Speed-up (best spark_ml / best covariance) {p['speedup']:.1f}x; max |explained variance difference| over the {p['k']} components "
               f"{p['max_abs_explained_variance_diff']:.2e} (total explained {p['explained_variance_total']:.4f})."]

@@ -194,7 +194,7 @@ def test_recognition_outputs_and_variance_target_k(spark, sample_dataset, tmp_pa
     assert (run / "predictor.npz").stat().st_size > 0
     assert "data:image/png;base64," in (run / "report.html").read_text()
     assert manifest["outputs"]["report"] == f"{result.run_path}/report.html"
-    # Raw features are not kept unless asked for, and the staged table is always removed.
-    assert not (run / "raw_features").exists() and not (run / "staged_features").exists()
+    # Raw features are not kept unless asked for.
+    assert not (run / "raw_features").exists()
     assert manifest["outputs"]["raw_features"] is None
     assert manifest["weights"]["broadcast_sha256"] == hashlib.sha256((run / "backbone.onnx").read_bytes()).hexdigest()

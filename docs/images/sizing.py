@@ -7,7 +7,8 @@
 runtime, not the first run, which warms the machine) it fits ``seconds = fixed + images / rate``, as
 `make bench` does, divides the rate by the cores the benchmark used, and applies it to a cluster of the
 shape conf/emr.yaml and fruitfeat/cloud/templates/configurations.json give; a second table does the same
-for the result's 12 MP phone photos, if it has them. Everything that is not measured is a constant below,
+for the result's 12 MP phone photos, if it has them; sizing_daily.py adds fp32 against int8 and daily runs
+on growing data (full against incremental). Everything that is not measured is a constant below,
 with where it comes from; change one and rerun.
 """
 
@@ -26,6 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
+from sizing_daily import daily_section, precision_section
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_DOC = REPO / "docs" / "benchmarks.md"
@@ -139,10 +141,11 @@ def fit_rate(results: dict, source: str) -> Rate:
                 sorted({int(n) for n in sizes}), source)
 
 
-def phone_rate(results: dict, rate: Rate) -> PhoneRate | None:
-    """The PHONE_SET run with PHONE_DRAFT decoding, if the result has one."""
+def phone_rate(results: dict, rate: Rate, precision: str = "fp32") -> PhoneRate | None:
+    """The PHONE_SET run with PHONE_DRAFT decoding and this precision, if the result has one."""
     runs = [r for r in (results.get("phone") or {}).get("runs", [])
-            if r.get("set") == PHONE_SET and bool(r.get("jpeg_draft")) == PHONE_DRAFT]
+            if r.get("set") == PHONE_SET and bool(r.get("jpeg_draft")) == PHONE_DRAFT
+            and r.get("precision", "fp32") == precision]
     if not runs:
         return None
     photos, featurize = int(runs[0]["counts"]["listed"]), runs[0]["featurize_img_s"] / rate.cores
@@ -365,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     rate = fit_rate(results, source)
     phone = phone_rate(results, rate)
     block = table(rate) + (f"\n\n{phone_table(rate, phone)}" if phone else "")
+    for section in (precision_section(results, rate, estimate, _money, Workload, phone_rate),
+                    daily_section(results, rate, Workload(rate.per_core_img_s, rate.fixed_s), phone, estimate,
+                                  _duration, _money)):
+        block += f"\n\n{section}" if section else ""
     if args.no_doc:
         print(block)
     else:

@@ -1,10 +1,10 @@
-"""Feature vectors packed as one float32 binary value per row: the job's staging form.
+"""Feature vectors packed as one float32 binary value per row: the feature store's form.
 
 Why: an ``array<float>`` column of 1280 values costs the JVM work per *element* at every step (Arrow
 to rows after the UDF, a repetition level per value in Parquet, rows to Arrow again for each Python
 pass), where a binary value is one copy per row and numpy reads a whole Arrow batch of them as one
 matrix without copying. Measured with ``make bench``-like runs at 16,000 images: ~6 % end to end
-(docs/choices.md). Only the job's internal staging table is packed: published features, kept raw
+(docs/choices.md). Only the feature store is packed: published features, kept raw
 features and the stage functions' default outputs are ``array<float>``.
 """
 

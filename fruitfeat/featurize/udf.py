@@ -31,7 +31,7 @@ def _result_type(features: T.DataType) -> T.StructType:
 
 
 RESULT_TYPE = _result_type(T.ArrayType(T.FloatType(), containsNull=False))
-#: ``features`` as one float32 binary value per row (``fruitfeat.featurize.packed``): the job's staging form.
+#: ``features`` as one float32 binary value per row (``fruitfeat.featurize.packed``): the feature store's form.
 PACKED_RESULT_TYPE = _result_type(T.BinaryType())
 
 
@@ -92,7 +92,7 @@ def featurize_images(
     """``path, label, split, content`` -> ``path, label, split, size, features, error_reason, error_message``.
 
     ``features`` is null exactly when ``error_reason`` says why the image was not featurized;
-    ``packed`` makes it one float32 binary value per row (``fruitfeat.featurize.packed``), for staging.
+    ``packed`` makes it one float32 binary value per row (``fruitfeat.featurize.packed``), as the feature store keeps it.
     Other columns of ``images`` (the listing's length and modification time) pass through before ``size``.
     """
     featurize = make_featurize_udf(weights, batch_size, intra_op_threads, decode, packed)

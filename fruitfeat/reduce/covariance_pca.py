@@ -219,7 +219,7 @@ def covariance_statistics(
     """``(n, mean, centred scatter)`` of the non-null rows of ``input_col``, or None without rows.
 
     ``input_col`` is ``array<float|double>``, a Spark ML ``Vector``, or packed float32 binary
-    (``fruitfeat.featurize.packed``, the job's staging form).
+    (``fruitfeat.featurize.packed``, the feature store's form).
 
     The input is first coalesced (no shuffle) to the cluster's parallelism: one d x d partial per
     core instead of one per input file. ``combine="collect"`` merges the partials on the driver

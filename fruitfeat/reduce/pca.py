@@ -95,7 +95,7 @@ def project_features(
 ) -> DataFrame:
     """Replace ``input_col`` by its k-dimensional projection, as ``array<float>``.
 
-    Packed input (the job's staging form) is projected by numpy in the Python workers, the float64
+    Packed input (the feature store's form) is projected by numpy in the Python workers, the float64
     product with the raw vectors that ``PCAModel.transform`` computes; ``array<float>`` input by the
     model itself in the JVM.
     """
