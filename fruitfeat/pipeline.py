@@ -123,6 +123,7 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
                             {**update.summary(store), "version": version.number})
     _publish(spark, layout, manifest)
     weights.unpersist()
+    listing.readable.unpersist()
     return RunResult(layout.run_id, layout.root, layout.features, manifest)
 
 

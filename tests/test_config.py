@@ -33,6 +33,19 @@ def test_checked_in_configs_are_valid():
     assert emr.input.path.startswith("s3://") and emr.model.weights == "s3://fruits-eu-data/weights/mobilenetv2_notop.onnx"
 
 
+def test_the_store_sits_under_the_output_unless_placed_elsewhere(tmp_path):
+    emr = load_config(REPO / "conf/emr.yaml")
+    assert emr.store.incremental and emr.store_path == "s3://fruits-eu-data/fruitfeat/store"  # the output bucket
+    assert load_config(REPO / "conf/local.yaml").store.incremental
+    base = {"input": {"path": "s3://b/in"}, "output": {"path": "s3://b/out/"}}
+    assert config_from_dict({**base, "store": {"path": "s3://b/features/"}}).store_path == "s3://b/features"
+    emr_base = {**base, "profile": "emr", "model": {"weights": "s3://b/w/m.onnx"}, "s3": {"region": "eu-west-1"}}
+    with pytest.raises(ConfigError, match="store.path must be an s3:// URI in the emr profile"):
+        config_from_dict({**emr_base, "store": {"path": str(tmp_path)}})
+    with pytest.raises(ConfigError, match="compact_after_segments"):
+        config_from_dict({**base, "store": {"compact_after_segments": 1}})
+
+
 def test_an_onnx_model_needs_onnxruntime():
     base = {"input": {"path": "s3://b/in"}, "output": {"path": "s3://b/out"}}
     assert config_from_dict({**base, "model": {"weights": "s3://b/w/m.onnx"}}).model.runtime == "onnxruntime"

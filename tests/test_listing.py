@@ -177,8 +177,9 @@ def test_paths_of_the_listing_match_the_scans_paths(spark, tmp_path):
 def test_read_files_reads_exactly_the_given_files_whatever_their_names(spark, tmp_path):
     """The store's new files are read by path: glob characters in a name are taken literally."""
     make_tree(tmp_path, {"Training/Lime/a[1].jpg": b"one", "Training/Lime/b{2,3}.jpg": b"two",
-                         "Training/Lime/a1.jpg": b"not asked for", "Test/Kiwi/c*.jpg": b"three"})
-    wanted = [tmp_path / "Training/Lime/a[1].jpg", tmp_path / "Training/Lime/b{2,3}.jpg", tmp_path / "Test/Kiwi/c*.jpg"]
+                         "Training/Lime/a1.jpg": b"not asked for", "Test/Apple Red/c* d?.jpg": b"three"})
+    wanted = [tmp_path / "Training/Lime/a[1].jpg", tmp_path / "Training/Lime/b{2,3}.jpg",
+              tmp_path / "Test/Apple Red/c* d?.jpg"]
     got = read_files(spark, [f"file:{p}" for p in wanted])
     expected = spark.createDataFrame(
         [(f"file:{p}", p.parent.name, p.parent.parent.name, len(p.read_bytes()), _mtime(p), p.read_bytes())

@@ -108,7 +108,7 @@ class ImageListing:
     images: DataFrame  #: path, label, split, length, modification_time, content — the files to featurize
     oversized: DataFrame  #: path, label, split, size — over the size limit, never read
     uris: tuple[str, ...]  #: every matching file in Spark's file index, zero-byte ones too
-    readable: DataFrame  #: path, length, modification_time of the files to featurize (no content)
+    readable: DataFrame  #: path, length, modification_time of the files to featurize (no content; cached)
 
     @property
     def file_count(self) -> int:
@@ -146,7 +146,9 @@ def list_input(spark: SparkSession, root: str, extensions: Iterable[str], max_fi
     )
     readable = files.where(F.col("length") <= max_file_bytes)
     images = readable.transform(with_labels).select("path", "label", "split", "length", "modification_time", "content")
-    return ImageListing(images, oversized, uris, readable.drop("content"))
+    # Cached: binaryFile's reader asks the file system for each file's status (a HEAD request on S3), and
+    # the Arrow bound and the store's anti-joins all read these columns; the first of them fills the cache.
+    return ImageListing(images, oversized, uris, readable.drop("content").cache())
 
 
 #: Cannot occur in a file name or a URI: separates the paths of the file index in one string.

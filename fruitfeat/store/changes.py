@@ -1,4 +1,4 @@
-"""What changed between the store and the input: anti-joins on (path, length, modification time).
+"""What changed between the store and the input: one join on the path, compared on length and time.
 
 ``listed`` is the listing's file index (``path, length, modification_time``: no file is opened);
 ``stored`` the store's rows (with their ``segment``). Each function is a DataFrame in, DataFrame out.
@@ -11,29 +11,22 @@ from pyspark.sql import functions as F
 
 from fruitfeat.store.table import FILE_KEY
 
+NEW, CHANGED, REMOVED, UNCHANGED = "new", "changed", "removed", "unchanged"
 
-def files_to_featurize(listed: DataFrame, stored: DataFrame) -> DataFrame:
-    """Listed files with no stored row for that exact file: new, or changed since they were featurized."""
-    return listed.join(stored.select(*FILE_KEY), FILE_KEY, "left_anti")
+
+def file_changes(listed: DataFrame, stored: DataFrame) -> DataFrame:
+    """``path, status, segment``: every listed or stored path, ``new``, ``changed`` (another length or
+    modification time), ``removed`` (stored, no longer listed) or ``unchanged``, with the segment of its
+    stored row (null when new)."""
+    now, before = listed.select(*FILE_KEY).alias("now"), stored.select(*FILE_KEY, "segment").alias("before")
+    same = (F.col("now.length") == F.col("before.length")) & (
+        F.col("now.modification_time") == F.col("before.modification_time"))
+    status = (F.when(F.col("before.path").isNull(), NEW).when(F.col("now.path").isNull(), REMOVED)
+              .when(same, UNCHANGED).otherwise(CHANGED))
+    return now.join(before, F.col("now.path") == F.col("before.path"), "full_outer").select(
+        F.coalesce("now.path", "before.path").alias("path"), status.alias("status"), F.col("before.segment"))
 
 
 def reusable_rows(stored: DataFrame, listed: DataFrame) -> DataFrame:
     """Stored rows of files that are still listed, unchanged."""
     return stored.join(listed.select(*FILE_KEY), FILE_KEY, "left_semi")
-
-
-def stale_rows(stored: DataFrame, listed: DataFrame) -> DataFrame:
-    """Stored rows that must go: ``changed`` (the path is listed with another length or time) or removed."""
-    still_listed = listed.select("path", F.lit(True).alias("changed")).distinct()
-    return (
-        stored.join(listed.select(*FILE_KEY), FILE_KEY, "left_anti")
-        .join(still_listed, "path", "left")
-        .select("path", "segment", F.coalesce("changed", F.lit(False)).alias("changed"))
-    )
-
-
-def stale_by_segment(stale: DataFrame) -> DataFrame:
-    """``segment, stale, changed``: how many rows each segment loses, and how many of them changed."""
-    return stale.groupBy("segment").agg(
-        F.count(F.lit(1)).alias("stale"), F.sum(F.col("changed").cast("long")).alias("changed")
-    )

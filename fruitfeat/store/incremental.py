@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from fruitfeat.errors import FruitfeatError, StoreConflictError
 from fruitfeat.io.listing import ImageListing, read_files
-from fruitfeat.store.changes import files_to_featurize, reusable_rows, stale_by_segment, stale_rows
+from fruitfeat.store.changes import CHANGED, NEW, REMOVED, UNCHANGED, file_changes, reusable_rows
 from fruitfeat.store.table import STORE_COLUMNS, FeatureStore, Segment, StoreVersion, segment_name
 
 log = logging.getLogger("fruitfeat")
@@ -78,16 +78,16 @@ def update_store(
     counts = {"reused": 0, "featurized": 0, "changed": 0, "removed": 0, "merged": 0}
 
     if previous.segments:
-        stale = stale_by_segment(stale_rows(stored, listed)).collect()  # one row per segment that loses rows
-        losing = {row["segment"] for row in stale}
-        counts["changed"] = sum(row["changed"] for row in stale)
-        counts["removed"] = sum(row["stale"] for row in stale) - counts["changed"]
+        changes = file_changes(listed, stored).where(F.col("status") != UNCHANGED).collect()  # few, normally
+        for status in (CHANGED, REMOVED):
+            counts[status] = sum(1 for row in changes if row["status"] == status)
         counts["reused"] = previous.rows - counts["changed"] - counts["removed"]
+        losing = {row["segment"] for row in changes if row["status"] in (CHANGED, REMOVED)}
         if losing:
             kept = reusable_rows(stored.where(F.col("segment").isin(*losing)), listed).select(*STORE_COLUMNS)
             segments = [s for s in segments if s.name not in losing]
             segments += _written(store.write_segment(kept, segment_name(base, run_id, "kept")))
-        new_paths = [row["path"] for row in files_to_featurize(listed, stored).select("path").collect()]
+        new_paths = [row["path"] for row in changes if row["status"] in (NEW, CHANGED)]
         images = read_files(store.spark, new_paths) if new_paths else None
     else:
         images = listing.images  # everything is new: the listing's own relation, listed once
