@@ -44,6 +44,7 @@ def _session(cores: int):
 
     return (SparkSession.builder.master(f"local[{cores}]").appName("fruitfeat-bench-discover")
             .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", str(cores))
+            .config("spark.sql.files.openCostInBytes", "65536")  # as the job sets it (spark.files_open_cost_bytes)
             .config("spark.sql.sources.parallelPartitionDiscovery.threshold", "100000").getOrCreate())
 
 
