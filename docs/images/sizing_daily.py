@@ -2,7 +2,7 @@
 
 Daily runs: the photos grow by GROWTH a day from START_IMAGES. A full run featurizes all of them every
 day; an incremental run featurizes the day's new photos and carries the rest (listing, the store's
-anti-join, PCA over all images, the published table), at the per-image carry cost the benchmark's
+join, PCA over all images, the published table), at the per-image carry cost the benchmark's
 incremental run measured.
 """
 
@@ -71,7 +71,7 @@ def daily_section(results: dict, rate, work, phone, estimate, duration, money) -
         (f"{START_IMAGES:,} photos on day 0, {GROWTH:.0%} more every day, one run a day on {DAILY_CORE_NODES} core "
          f"nodes. A full run featurizes every photo; an incremental run (`store.incremental: true`) featurizes the "
          f"day's new photos and spends {carry * 1000:.2f} ms per stored photo per core on the rest (listing, the "
-         f"store's anti-join, PCA over all photos, the published table): the benchmark's incremental run on "
+         f"store's join, PCA over all photos, the published table): the benchmark's incremental run on "
          f"{inc['incremental']['counts']['listed']:,} images with {inc['added']} new, less its fixed seconds and "
          f"the new images at the end-to-end rate. Both pay the cluster's start-up every day."),
     ]

@@ -147,7 +147,7 @@ def list_input(spark: SparkSession, root: str, extensions: Iterable[str], max_fi
     readable = files.where(F.col("length") <= max_file_bytes)
     images = readable.transform(with_labels).select("path", "label", "split", "length", "modification_time", "content")
     # Cached: binaryFile's reader asks the file system for each file's status (a HEAD request on S3), and
-    # the Arrow bound and the store's anti-joins all read these columns; the first of them fills the cache.
+    # the Arrow bound and the store's join both read these columns; the first of them fills the cache.
     return ImageListing(images, oversized, uris, readable.drop("content").cache())
 
 
