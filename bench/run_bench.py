@@ -588,7 +588,7 @@ def update_doc(results: dict, text: str, png: Path) -> None:
         f"Images: 100x100 JPEGs from `fruitfeat.sample_data`{_image_set_text(results.get('images'))}, "
         f"network input {results['args']['image_size']} px, "
         f"random weights (speed does not depend on their values), `local[{results['args']['cores']}]`, classifier off.",
-        "End-to-end runs share one output root, like successive runs of a daily job; the job reads the ONNX model "
+        "End-to-end runs share one output root, each with an empty feature store of its own; the job reads the ONNX model "
         "`fruitfeat weights` builds (the tensorflow run: the .weights.h5).",
         "",
         f"![throughput and memory of the last run](../bench/results/{png.name})",

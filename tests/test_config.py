@@ -30,7 +30,8 @@ def test_checked_in_configs_are_valid():
     assert local.profile == "local" and local.spark.master == "local[2]"
     assert local.model.weights.endswith("data/weights/mobilenetv2_notop.onnx")  # what `make weights` writes
     assert emr.profile == "emr" and emr.spark.master is None
-    assert emr.input.path.startswith("s3://") and emr.model.weights == "s3://fruits-eu-data/weights/mobilenetv2_notop.onnx"
+    assert emr.input.path.startswith("s3://") and emr.model.weights == "s3://fruits-eu-data/weights/mobilenetv2_notop.int8.onnx"
+    assert emr.model.precision == "int8" and local.model.precision == "fp32"  # int8 where cost matters
 
 
 def test_the_store_sits_under_the_output_unless_placed_elsewhere(tmp_path):
