@@ -41,21 +41,31 @@ def read_bytes(spark: SparkSession, uri: str) -> bytes:
         stream.close()
 
 
+def _complete_temporary(local: Path, data: bytes) -> Path:
+    """``data`` written and synced to a temporary file beside ``local``, for an atomic rename or link."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files: colleagues must read manifests too
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
 def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
     """Write a whole file at once: atomic on local disk (rename) and on S3 (a single PUT)."""
     local = local_path(uri)
     if local is not None:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files: colleagues must read manifests too
+        tmp = _complete_temporary(local, data)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             os.replace(tmp, local)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return
     fs, path = _hadoop_fs(spark, uri)
@@ -75,20 +85,14 @@ def create_new(spark: SparkSession, uri: str, data: bytes) -> bool:
     """
     local = local_path(uri)
     if local is not None:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o666 & ~_UMASK)
+        tmp = _complete_temporary(local, data)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             os.link(tmp, local)
             return True
         except FileExistsError:
             return False
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
     fs, path = _hadoop_fs(spark, uri)
     if fs.exists(path):
         return False

@@ -117,7 +117,7 @@ def _compact(store: FeatureStore, base: StoreVersion, run_id: str,
 
 
 def staged_rows(store: FeatureStore, update: StoreUpdate) -> DataFrame:
-    """The rows of every listed, readable file, in the form the later stages read (``size`` as today)."""
+    """The rows of every listed, readable file, in the form the later stages read (the file's ``size``)."""
     rows = store.read_rows(update.segments)
     return rows.select("path", "label", "split", F.col("length").cast("int").alias("size"),
                        "features", "error_reason", "error_message")
