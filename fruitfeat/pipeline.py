@@ -95,7 +95,8 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
         weights = spark.sparkContext.broadcast(payload)
         log.info("model: %(source)s, %(runtime)s, sha256 %(broadcast_sha256).12s", weights_section(payload))
     store = FeatureStore(spark, config.store_path)
-    with timer.stage("featurize", f"featurizing new and changed files among {listing.file_count} into the store at {store.root}"):
+    message = f"featurizing new and changed files among {listing.file_count} into the store at {store.root}"
+    with timer.stage("featurize", message):
         update, facts = _featurize_into_store(spark, config, listing, payload, weights, store, layout.run_id)
         staged = staged_rows(store, update)  # featurized once, kept in the store, read by every later stage
     with store_unchanged(store, update, layout.run_id):  # a failure caused by a concurrent commit says so
