@@ -94,6 +94,18 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
                                   config.model.precision)
         weights = spark.sparkContext.broadcast(payload)
         log.info("model: %(source)s, %(runtime)s, sha256 %(broadcast_sha256).12s", weights_section(payload))
+    try:
+        return _run_stages(spark, config, layout, listing, payload, weights, timer)
+    finally:  # a long-lived SparkSession (notebook, tests) keeps neither, whatever happened
+        weights.destroy()
+        listing.readable.unpersist()
+
+
+def _run_stages(
+    spark: SparkSession, config: JobConfig, layout: RunLayout, listing: ImageListing, payload: WeightsPayload,
+    weights: Broadcast, timer: StageTimer,
+) -> RunResult:
+    """featurize what the store lacks -> account -> fit PCA -> write -> (recognise) -> commit -> publish."""
     store = FeatureStore(spark, config.store_path)
     message = f"featurizing new and changed files among {listing.file_count} into the store at {store.root}"
     with timer.stage("featurize", message):
@@ -123,8 +135,6 @@ def run_pipeline(config: JobConfig, spark: SparkSession | None = None) -> RunRes
     manifest = run_manifest(spark, layout, config, accounting, fitted, payload, recognition, facts, timer.seconds,
                             {**update.summary(store), "version": version.number})
     _publish(spark, layout, manifest)
-    weights.unpersist()
-    listing.readable.unpersist()
     return RunResult(layout.run_id, layout.root, layout.features, manifest)
 
 

@@ -35,7 +35,9 @@ def job_config(input_path: str | Path, output_path: str | Path, **sections) -> J
         "spark": {
             "master": "local[2]",
             "app_name": "fruitfeat-tests",
-            "conf": {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"},
+            # 2g as a laptop run has (conf/local.yaml: 4g): the suite runs a few hundred jobs in one JVM,
+            # some of them with 49 MiB files.
+            "conf": {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g"},
         },
     }
     data.update(sections)
