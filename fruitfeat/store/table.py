@@ -45,11 +45,6 @@ class Segment:
     name: str
     rows: int
 
-    @property
-    def target(self) -> int:
-        """The one version number this segment can be committed under."""
-        return int(self.name.split("-", 1)[0])
-
 
 @dataclass(frozen=True)
 class StoreVersion:
